@@ -1,0 +1,151 @@
+"""The command line. `run`'s options are generated from Config's declared settings.
+
+asynccluster run APP [--workers N|auto] [--port P] ... [--config FILE] [--print-config]
+asynccluster ls | status | reload | scale | restart | stop | top | logs   (commands.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from asynccluster import __version__, exitcodes
+from asynccluster.config import (
+    Config,
+    ConfigError,
+    env_name,
+    find_default_config_file,
+    flag_name,
+    load_config,
+    parse_bool,
+    settings,
+)
+
+GROUP_TITLES = {
+    "application": "application",
+    "cluster": "cluster (workers, timeouts, reload and recycling)",
+    "network": "network (where to listen)",
+    "http": "HTTP server (limits, keep-alive, headers)",
+    "logging": "logging",
+    "control": "control socket and metrics",
+}
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
+    """One argument per Config field: `--name VALUE`, or `--name/--no-name` for booleans.
+
+    Defaults stay None so that load_config can tell "given on the command line" apart and
+    apply CLI > env > file > default (issue 5).
+    """
+    groups: dict[str, Any] = {}
+    for fld in settings():
+        meta = fld.metadata
+        group = groups.get(meta["group"])
+        if group is None:
+            group = groups[meta["group"]] = parser.add_argument_group(GROUP_TITLES.get(meta["group"], meta["group"]))
+        # argparse %-formats help strings; the access-log format contains %(...)s.
+        help_text = f"{meta['help']} [env {env_name(fld.name)}; default: {_show_default(fld.default)}]".replace(
+            "%", "%%"
+        )
+        choices = getattr(meta["parse"], "choices", None)
+        if meta["positional"]:
+            group.add_argument(
+                fld.name, nargs="?", default=None, metavar=meta["metavar"], help=meta["help"].replace("%", "%%")
+            )
+        elif meta["parse"] is parse_bool:
+            negative = "--no-" + fld.name.replace("_", "-")
+            group.add_argument(
+                flag_name(fld.name), dest=fld.name, action="store_const", const=True,
+                help=f"{help_text} ({negative} to turn off)",
+            )  # fmt: skip
+            group.add_argument(
+                negative, dest=fld.name, action="store_const", const=False,
+                help=argparse.SUPPRESS,
+            )  # fmt: skip
+        else:
+            group.add_argument(
+                flag_name(fld.name), dest=fld.name, metavar=meta["metavar"] or fld.name.upper(),
+                choices=choices, help=help_text,
+            )  # fmt: skip
+        parser.set_defaults(**{fld.name: None})
+
+
+def _show_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value) or "(none)"
+    return str(value) if value != "" else "(none)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asynccluster",
+        description="Run an ASGI app on a cluster of worker processes, and manage running clusters.",
+    )
+    parser.add_argument("--version", action="version", version=f"asynccluster {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", help="run an ASGI app on a cluster (master + workers)")
+    run.add_argument("--config", metavar="FILE", help="read settings from this TOML file (or a pyproject.toml)")
+    run.add_argument(
+        "--print-config", action="store_true", help="print the effective settings and where each came from, then exit"
+    )
+    add_setting_arguments(run)
+    run.set_defaults(func=command_run)
+    try:
+        from asynccluster import commands
+    except ImportError:  # the management commands are optional for `run`
+        pass
+    else:
+        commands.add_subcommands(sub)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
+    cli_values = {fld.name: getattr(args, fld.name) for fld in settings()}
+    config_file = Path(args.config) if args.config else find_default_config_file(Path.cwd())
+    if args.config and not config_file.is_file():  # type: ignore[union-attr]
+        raise ConfigError(f"config file {args.config!r} does not exist")
+    return load_config(cli=cli_values, env=os.environ, config_file=config_file)
+
+
+def format_effective_config(config: Config, sources: dict[str, str]) -> str:
+    width = max(len(fld.name) for fld in settings())
+    lines = []
+    for fld in settings():
+        value = getattr(config, fld.name)
+        shown = ",".join(value) if isinstance(value, tuple) else repr(value)
+        lines.append(f"{fld.name:<{width}} = {shown}  ({sources[fld.name]})")
+    return "\n".join(lines)
+
+
+def command_run(args: argparse.Namespace) -> int:
+    try:
+        config, sources = config_from_args(args)
+    except ConfigError as exc:
+        print(f"asynccluster: error: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    if args.print_config:
+        print(format_effective_config(config, sources))
+        return exitcodes.OK
+    if not config.app:
+        print("asynccluster: error: no app given: asynccluster run module:attribute", file=sys.stderr)
+        return exitcodes.USAGE
+    from asynccluster.master.runner import run_cluster
+
+    return run_cluster(config)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return exitcodes.USAGE
+    result: int = args.func(args)
+    return result
+
+
+__all__ = ["build_parser", "main"]

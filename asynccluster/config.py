@@ -1,0 +1,375 @@
+"""Config: every setting of asynccluster, declared once.
+
+Each field of :class:`Config` carries its default, its type (a parser from text), its help
+text and its group. Everything else is derived from that declaration:
+
+- the CLI flag ``--field-name`` (cli.py builds argparse from :func:`settings`),
+- the environment variable ``ASYNCCLUSTER_FIELD_NAME``,
+- the config-file key ``field_name`` or ``field-name`` (``[tool.asynccluster]`` in
+  pyproject.toml, or a ``--config FILE.toml``),
+- the settings table in docs/settings.md (``python -m asynccluster.docs``).
+
+Precedence: CLI > environment > config file > default (issue 5). ``load_config`` returns
+the effective Config and, for ``--print-config``, where each value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ASYNCCLUSTER_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message says which and why."""
+
+
+# ---------------------------------------------------------------- parsers (text -> value)
+
+
+def parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def parse_size(text: str) -> int:
+    """Bytes, with an optional K/M/G suffix (binary units, like pm2's max_memory_restart)."""
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if cleaned and cleaned[-1] in units:
+        return int(float(cleaned[:-1]) * units[cleaned[-1]])
+    return int(cleaned)
+
+
+def parse_workers(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    count = int(text)
+    if count < 1:
+        raise ValueError("workers must be at least 1, or 'auto'")
+    return count
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"expected one of {', '.join(options)}; got {text!r}")
+        return text
+
+    parse.choices = options  # type: ignore[attr-defined]
+    return parse
+
+
+# ---------------------------------------------------------------- the declaration helper
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    parse: Callable[[str], Any] = str,
+    group: str = "general",
+    metavar: str | None = None,
+    positional: bool = False,
+) -> Any:
+    """Declare one setting. The field name gives the flag, env var and file key."""
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "parse": parse,
+            "group": group,
+            "metavar": metavar,
+            "positional": positional,
+        },
+    )
+
+
+# ---------------------------------------------------------------- the settings
+
+
+@dataclass(frozen=True)
+class Config:
+    # Application
+    app: str = setting(
+        "",
+        "The ASGI app as 'module:attribute' (e.g. examples.hello:app).",
+        group="application",
+        positional=True,
+        metavar="APP",
+    )
+    factory: bool = setting(
+        False,
+        "Treat APP as a factory: call it with no arguments to get the app.",
+        parse=parse_bool,
+        group="application",
+    )
+    app_dir: str = setting(".", "Directory added to sys.path before importing APP.", group="application")
+    lifespan: str = setting(
+        "auto",
+        "Lifespan protocol: 'auto' runs it if the app supports it, 'on' requires it, 'off' skips it.",
+        parse=choice("auto", "on", "off"),
+        group="application",
+    )
+    root_path: str = setting("", "ASGI root_path, for apps mounted below a path prefix.", group="application")
+    name: str = setting("", "Cluster name for the control commands (default: derived from APP).", group="application")
+
+    # Cluster
+    workers: int | str = setting(
+        1,
+        "Number of worker processes, or 'auto' (CPUs usable by this process: affinity and cgroup quota). "
+        "Default: $WEB_CONCURRENCY, else 1.",
+        parse=parse_workers,
+        group="cluster",
+        metavar="N|auto",
+    )
+    listener: str = setting(
+        "auto",
+        "'reuseport': one SO_REUSEPORT socket per worker slot (Linux); 'shared': one socket for all; "
+        "'auto': reuseport where the OS balances it, else shared.",
+        parse=choice("auto", "reuseport", "shared"),
+        group="cluster",
+    )
+    timeout: float = setting(
+        30.0,
+        "Seconds a worker's heartbeat may be late before its stacks are dumped and it is replaced.",
+        parse=float,
+        group="cluster",
+    )
+    graceful_timeout: float = setting(
+        30.0,
+        "Seconds a stopping worker gets to finish in-flight requests before it is killed.",
+        parse=float,
+        group="cluster",
+    )
+    ready_timeout: float = setting(
+        60.0, "Seconds a new worker gets to become ready (import + lifespan startup).", parse=float, group="cluster"
+    )
+    reload_batch: int = setting(1, "Workers replaced at a time during a rolling reload.", parse=int, group="cluster")
+    max_requests: int = setting(0, "Recycle a worker after this many requests (0: never).", parse=int, group="cluster")
+    max_requests_jitter: int = setting(
+        0,
+        "Random extra requests (0..N) added per worker to max_requests, to spread recycles.",
+        parse=int,
+        group="cluster",
+    )
+    max_lifetime: float = setting(
+        0.0, "Recycle a worker after this many seconds (0: never).", parse=float, group="cluster"
+    )
+    max_lifetime_jitter: float = setting(
+        0.0, "Random extra seconds (0..N) added per worker to max_lifetime.", parse=float, group="cluster"
+    )
+    max_memory: int = setting(
+        0, "Recycle a worker whose RSS exceeds this size, e.g. 512M (0: never).", parse=parse_size, group="cluster"
+    )
+
+    # Network
+    host: str = setting("127.0.0.1", "Address to bind.", group="network")
+    port: int = setting(8000, "Port to bind (0: pick a free port and print it).", parse=int, group="network")
+    uds: str = setting("", "Bind a Unix domain socket at this path instead of host:port.", group="network")
+    fd: int = setting(
+        -1, "Serve an already-bound socket inherited as this file descriptor.", parse=int, group="network"
+    )
+    backlog: int = setting(2048, "listen() backlog of each listening socket.", parse=int, group="network")
+
+    # HTTP
+    timeout_keep_alive: float = setting(
+        5.0, "Seconds an idle keep-alive connection is kept open.", parse=float, group="http"
+    )
+    header_timeout: float = setting(
+        10.0,
+        "Seconds a client gets to send a request's header section (then 408 and close).",
+        parse=float,
+        group="http",
+    )
+    limit_request_line: int = setting(8192, "Longest request line in bytes (longer: 414).", parse=int, group="http")
+    limit_request_fields: int = setting(100, "Most header fields in a request (more: 431).", parse=int, group="http")
+    limit_request_header_size: int = setting(
+        32768, "Largest header section in bytes (larger: 431).", parse=parse_size, group="http"
+    )
+    limit_request_body: int = setting(
+        0, "Largest request body in bytes, e.g. 10M (larger: 413; 0: no limit).", parse=parse_size, group="http"
+    )
+    limit_concurrency: int = setting(
+        0, "Most open connections per worker (0: no limit); beyond it new connections get 503.", parse=int, group="http"
+    )
+    limit_pipeline: int = setting(
+        64, "Most pipelined requests buffered per connection before reading pauses.", parse=int, group="http"
+    )
+    server_header: bool = setting(True, "Send a 'server: asynccluster' header.", parse=parse_bool, group="http")
+    date_header: bool = setting(True, "Send a 'date' header (refreshed once a second).", parse=parse_bool, group="http")
+    proxy_headers: bool = setting(
+        True,
+        "Use X-Forwarded-For/-Proto and Forwarded to set client and scheme, from trusted peers only.",
+        parse=parse_bool,
+        group="http",
+    )
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        ("127.0.0.1",),
+        "Comma-separated IPs or CIDRs trusted to send proxy headers ('*': all).",
+        parse=parse_list,
+        group="http",
+    )
+    loop: str = setting(
+        "auto",
+        "Event loop: 'uvloop', 'asyncio', or 'auto' (uvloop if installed).",
+        parse=choice("auto", "uvloop", "asyncio"),
+        group="http",
+    )
+
+    # Logging
+    log_level: str = setting(
+        "info", "Log level.", parse=choice("critical", "error", "warning", "info", "debug", "trace"), group="logging"
+    )
+    log_file: str = setting("", "Also write the log to this file (reopened on SIGUSR1).", group="logging")
+    log_format: str = setting("text", "Log line format.", parse=choice("text", "json"), group="logging")
+    access_log: bool = setting(True, "Log one line per request.", parse=parse_bool, group="logging")
+    access_log_format: str = setting(
+        '%(client)s - "%(method)s %(path)s HTTP/%(http_version)s" %(status)d %(bytes)d %(duration_ms).1fms',
+        "Access log line; fields: client, method, path, query, http_version, status, bytes, duration_ms, worker.",
+        group="logging",
+    )
+
+    # Control and metrics
+    admin: str = setting(
+        "", "Serve /metrics, /livez, /readyz and /status from the master on HOST:PORT (off if empty).", group="control"
+    )
+    control_dir: str = setting(
+        "",
+        "Directory of the control sockets (default: $XDG_RUNTIME_DIR/asynccluster or /tmp/asynccluster-UID).",
+        group="control",
+    )
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def cluster_name(self) -> str:
+        """The name used by the control commands: --name, else the app path."""
+        if self.name:
+            return self.name
+        return self.app.replace(":", ".").replace("/", ".") or "asynccluster"
+
+
+# ---------------------------------------------------------------- introspection
+
+
+def settings() -> tuple[dataclasses.Field[Any], ...]:
+    """The declared settings, in declaration order."""
+    return dataclasses.fields(Config)
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def parse_value(name: str, value: Any) -> Any:
+    """Turn text (or a TOML/Python value) into the setting's type, or raise ConfigError."""
+    fld = _FIELDS.get(name)
+    if fld is None:
+        raise ConfigError(unknown_key_message(name))
+    parser: Callable[[str], Any] = fld.metadata["parse"]
+    if isinstance(value, (list, tuple)) and parser is parse_list:
+        return tuple(str(item) for item in value)
+    if isinstance(value, bool) and parser is parse_bool:
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and parser in (int, float, parse_size):
+        return parser(str(value)) if parser is not float else float(value)
+    try:
+        return parser(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def unknown_key_message(name: str) -> str:
+    close = difflib.get_close_matches(name.replace("-", "_"), _FIELDS.keys(), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown setting {name!r}{hint}"
+
+
+_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Config)}
+
+
+# ---------------------------------------------------------------- loading with precedence
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read settings from a TOML file: a plain file, or [tool.asynccluster] of pyproject.toml."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if path.name == "pyproject.toml":
+        data = data.get("tool", {}).get("asynccluster", {})
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def find_default_config_file(cwd: Path) -> Path | None:
+    """pyproject.toml in the working directory, if it has a [tool.asynccluster] table."""
+    candidate = cwd / "pyproject.toml"
+    if candidate.is_file() and "[tool.asynccluster]" in candidate.read_text(errors="replace"):
+        return candidate
+    return None
+
+
+def load_config(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> tuple[Config, dict[str, str]]:
+    """Merge defaults < file < env < CLI; return the Config and each value's source."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {name: "default" for name in _FIELDS}
+    if config_file is not None:
+        for key, raw in read_config_file(config_file).items():
+            values[key] = parse_value(key, raw)
+            sources[key] = f"file {config_file}"
+    if "WEB_CONCURRENCY" in env and env_name("workers") not in env:
+        # Honoured as a default, like gunicorn and uvicorn (issue 3).
+        values["workers"] = parse_value("workers", env["WEB_CONCURRENCY"])
+        sources["workers"] = "env WEB_CONCURRENCY"
+    for name in _FIELDS:
+        if env_name(name) in env:
+            values[name] = parse_value(name, env[env_name(name)])
+            sources[name] = f"env {env_name(name)}"
+    for name, raw in (cli or {}).items():
+        if raw is not None:
+            values[name] = parse_value(name, raw)
+            sources[name] = "cli"
+    return Config(**values), sources
+
+
+def format_settings_table() -> str:
+    """The Markdown settings table of docs/settings.md, derived from the declaration."""
+    lines = ["| setting | CLI flag | env var | default | description |", "|---|---|---|---|---|"]
+    for fld in settings():
+        flag = fld.metadata["metavar"] if fld.metadata["positional"] else flag_name(fld.name)
+        default = fld.default if fld.default != "" else "(empty)"
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        lines.append(f"| {fld.name} | `{flag}` | `{env_name(fld.name)}` | `{default}` | {fld.metadata['help']} |")
+    return "\n".join(lines) + "\n"

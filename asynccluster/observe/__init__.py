@@ -1,0 +1,1 @@
+"""Stats aggregation, Prometheus exposition and the live terminal view."""
