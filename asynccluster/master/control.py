@@ -1,0 +1,366 @@
+"""The control socket: how ``asynccluster status/reload/scale/restart/stop/top`` reach a master.
+
+Where (issue 5): one Unix socket per running cluster, ``<dir>/<name>.sock``, where ``<dir>``
+is ``--control-dir``, else ``$XDG_RUNTIME_DIR/asynccluster``, else ``/tmp/asynccluster-<uid>``.
+The directory must be ours and mode 0700 (checked with lstat, so a symlink or another user's
+directory planted in /tmp is refused); the socket is mode 0600; and every connection's
+SO_PEERCRED uid must equal ours, or it gets one error line and is closed. There is no
+network control port.
+
+Names: ``--name``, else the app path, sanitised to ``[A-Za-z0-9_.-]``. A second cluster
+started with the name of a *running* one gets the first free suffix (``web-2``, ``web-3``...)
+and logs it: starting must not fail because of a name, and the suffixed name is what ``ls``
+and ``status`` show. A socket nobody listens on (a cluster killed by SIGKILL) is stale: it is
+removed here on start and by ``asynccluster ls``.
+
+Protocol: newline-delimited JSON, any number of requests per connection, one response per
+request, in order: ``{"cmd": "scale", "args": {"count": "+1"}}`` ->
+``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": "why", "usage": bool}``.
+``reload``, ``scale`` and ``restart`` answer when the operation finished. ``stop`` answers
+at once and the connection then stays open until the master exits, so a client can wait
+for the end by reading until EOF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import json
+import logging
+import os
+import re
+import socket
+import stat
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
+from asynccluster.observe.streams import Connections
+
+log = logging.getLogger("asynccluster.control")
+
+CloseFn = Callable[[], Awaitable[None]]
+SUFFIX = ".sock"
+MAX_NAME = 64  # sun_path holds 108 bytes, the directory needs its share
+MAX_REQUEST = 64 * 1024
+MAX_SUFFIX = 100
+
+
+class ControlError(Exception):
+    """A control problem with a message meant for the operator."""
+
+    def __init__(self, message: str, *, usage: bool = False) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+
+# ---------------------------------------------------------------- where the sockets live
+
+
+def sanitise_name(name: str) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")
+    return cleaned[:MAX_NAME] or "asynccluster"
+
+
+def default_control_dir() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isdir(runtime):
+        return Path(runtime) / "asynccluster"
+    return Path("/tmp") / f"asynccluster-{os.getuid()}"
+
+
+def control_dir(configured: str = "", *, create: bool = False) -> Path:
+    """The per-user directory of control sockets, checked to be private (created if asked)."""
+    path = Path(configured) if configured else default_control_dir()
+    if create:
+        try:
+            path.mkdir(mode=0o700, parents=bool(configured))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise ControlError(f"cannot create the control directory {path}: {exc.strerror}") from None
+    check_private_dir(path)
+    return path
+
+
+def check_private_dir(path: Path) -> None:
+    """Refuse a directory another user could have planted or can write into."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return  # nothing there yet: no cluster runs
+    except PermissionError:
+        raise ControlError(f"cannot access the control directory {path}: permission denied") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ControlError(f"control directory {path} is not a directory (a symlink?); remove it")
+    if info.st_uid != os.getuid():
+        raise ControlError(
+            f"control directory {path} belongs to uid {info.st_uid}, not to us (uid {os.getuid()}): "
+            "its clusters are another user's"
+        )
+    if info.st_mode & 0o077:
+        raise ControlError(
+            f"control directory {path} has mode {stat.S_IMODE(info.st_mode):04o}; it must be private: chmod 700 {path}"
+        )
+
+
+def socket_path(directory: Path, name: str) -> Path:
+    return directory / (sanitise_name(name) + SUFFIX)
+
+
+def probe(path: Path, timeout: float = 1.0) -> bool | None:
+    """True: a master listens there; False: stale (nobody listens); None: cannot tell."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return None
+    return True
+
+
+def remove_stale(path: Path) -> bool:
+    """Unlink ``path`` if it is a socket nobody listens on; True if it was removed."""
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode) or probe(path) is not False:
+            return False
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def bind_control_socket(directory: Path, name: str) -> tuple[socket.socket, str, Path]:
+    """Bind ``<name>.sock``, or ``<name>-2.sock``... if a running cluster has that name."""
+    base = sanitise_name(name)
+    for index in range(1, MAX_SUFFIX + 1):
+        candidate = base if index == 1 else f"{base}-{index}"
+        path = directory / (candidate + SUFFIX)
+        if os.path.lexists(path) and not remove_stale(path):
+            continue  # alive, or not ours to judge
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                continue  # another master took it between our check and bind
+            raise ControlError(f"cannot create the control socket {path}: {exc.strerror or exc}") from None
+        # The directory is 0700 already; 0600 on the socket as well (issue 5).
+        os.chmod(path, 0o600)
+        sock.listen(16)
+        sock.setblocking(False)
+        return sock, candidate, path
+    raise ControlError(f"more than {MAX_SUFFIX} clusters named {base!r} are running")
+
+
+# ---------------------------------------------------------------- peer credentials
+
+
+def peer_uid(sock: Any) -> int | None:
+    """The uid of the process at the other end (Linux SO_PEERCRED); None where unsupported."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None or sock is None:
+        return None
+    raw = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", raw)
+    return int(uid)
+
+
+# ---------------------------------------------------------------- requests
+
+
+def parse_scale(count: Any, current: int) -> int:
+    """``N``, ``+N`` or ``-N`` -> the target worker count; refuses anything below 1."""
+    text = str(count).strip()
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise ControlError(f"scale: expected N, +N or -N, got {text!r}", usage=True)
+    target = current + int(text) if text[0] in "+-" else int(text)
+    if target < 1:
+        raise ControlError(
+            f"cannot scale to {target} workers (now {current}); a cluster keeps at least 1 worker — "
+            "use 'asynccluster stop' to stop it",
+            usage=True,
+        )
+    return target
+
+
+def current_worker_count(status: dict[str, Any]) -> int:
+    """The desired worker count if the supervisor reports it, else the slots not draining."""
+    for key in ("desired", "desired_workers", "workers_desired", "target"):
+        if isinstance(status.get(key), int):
+            return int(status[key])
+    return len({w.get("slot") for w in status.get("workers", []) if w.get("state") != "draining"})
+
+
+def result_dict(result: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return dataclasses.asdict(result)
+    if isinstance(result, dict):
+        return dict(result)
+    return {"message": "done" if result is None else str(result)}
+
+
+class ControlServer:
+    """Answers one connection's requests; knows the supervisor, the monitor and our name."""
+
+    def __init__(self, supervisor: Any, monitor: Monitor, name: str) -> None:
+        self.supervisor = supervisor
+        self.monitor = monitor
+        self.name = name
+        self._stop_task: asyncio.Task[Any] | None = None
+        self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+            "ping": self.ping,
+            "status": self.status,
+            "reload": self.reload,
+            "scale": self.scale,
+            "restart": self.restart,
+            "stop": self.stop,
+        }
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if not self._peer_allowed(writer):
+                await _send(writer, {"ok": False, "error": "permission denied: this cluster belongs to another user"})
+                return
+            while True:
+                try:
+                    line = await reader.readline()
+                except (ValueError, asyncio.LimitOverrunError):
+                    await _send(writer, {"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"})
+                    return
+                if not line:
+                    return
+                await _send(writer, await self.answer(line))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away; an operation it started still completes
+        finally:
+            writer.close()
+
+    def _peer_allowed(self, writer: asyncio.StreamWriter) -> bool:
+        uid = peer_uid(writer.get_extra_info("socket"))
+        if uid is None or uid == os.getuid():
+            return True
+        log.warning("control: refused a connection from uid %d (we are uid %d)", uid, os.getuid())
+        return False
+
+    async def answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
+                raise ControlError('a request is a JSON object like {"cmd": "status"}', usage=True)
+            handler = self._handlers.get(request["cmd"])
+            if handler is None:
+                raise ControlError(
+                    f"unknown command {request['cmd']!r}; known: {', '.join(self._handlers)}", usage=True
+                )
+            args = request.get("args") or {}
+            return {"ok": True, "result": await handler(args)}
+        except ControlError as exc:
+            return {"ok": False, "error": str(exc), "usage": exc.usage}
+        except json.JSONDecodeError as exc:
+            return {"ok": False, "error": f"not JSON: {exc}", "usage": True}
+        except (ValueError, RuntimeError, LookupError) as exc:
+            # The supervisor's refusals ("a reload is already running", "no slot 7").
+            return {"ok": False, "error": str(exc), "usage": False}
+        except Exception as exc:
+            log.exception("control: request failed: %r", line[:200])
+            return {"ok": False, "error": f"internal error: {exc!r}", "usage": False}
+
+    async def ping(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"name": self.name, "pid": os.getpid()}
+
+    async def status(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self.monitor.view()
+
+    async def reload(self, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._timed(self.supervisor.reload())
+
+    async def scale(self, args: dict[str, Any]) -> dict[str, Any]:
+        status = self.supervisor.status()
+        current = current_worker_count(status)
+        target = parse_scale(args.get("count", ""), current)
+        result = await self._timed(self.supervisor.scale(target))
+        return {"previous": current, "target": target, **result}
+
+    async def restart(self, args: dict[str, Any]) -> dict[str, Any]:
+        slot = args.get("slot")
+        if isinstance(slot, str) and slot.strip().isdigit():
+            slot = int(slot)
+        if not isinstance(slot, int) or isinstance(slot, bool):
+            raise ControlError(f"restart: expected a slot number, got {slot!r}", usage=True)
+        slots = sorted(
+            {w.get("slot") for w in self.supervisor.status().get("workers", []) if w.get("slot") is not None}
+        )
+        if slot not in slots:
+            known = ", ".join(str(s) for s in slots) or "none"
+            raise ControlError(f"no worker in slot {slot}; the slots are: {known}", usage=True)
+        return await self._timed(self.supervisor.restart(slot))
+
+    async def stop(self, args: dict[str, Any]) -> dict[str, Any]:
+        force = bool(args.get("force", False))
+        if self._stop_task is None:
+            # Not awaited here: stopping ends this process, and the client learns of it by EOF.
+            self._stop_task = asyncio.get_running_loop().create_task(self.supervisor.stop(force=force))
+        return {"message": f"stopping {self.name} (pid {os.getpid()})", "pid": os.getpid(), "force": force}
+
+    async def _timed(self, operation: Awaitable[Any]) -> dict[str, Any]:
+        started = time.monotonic()
+        result = result_dict(await operation)
+        result.setdefault("elapsed", round(time.monotonic() - started, 3))
+        return result
+
+
+async def _send(writer: asyncio.StreamWriter, response: dict[str, Any]) -> None:
+    writer.write(json.dumps(response, default=str).encode() + b"\n")
+    await writer.drain()
+
+
+# ---------------------------------------------------------------- the entry point for the master
+
+
+async def start_control(supervisor: Any, config: Any) -> CloseFn:
+    """Serve the control socket for ``supervisor``; returns the coroutine function that closes it."""
+    directory = control_dir(config.control_dir, create=True)
+    sock, name, path = bind_control_socket(directory, config.cluster_name)
+    identity = os.stat(path).st_ino
+    if name != sanitise_name(config.cluster_name):
+        log.warning("a cluster named %r is already running; this one is %r", config.cluster_name, name)
+
+    def unlink() -> None:
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == identity:  # don't remove a successor's socket
+                path.unlink()
+
+    monitor = acquire_monitor(supervisor)
+    monitor.extra.update(
+        name=name,
+        control_socket=str(path),
+        log_file=os.path.abspath(config.log_file) if config.log_file else None,
+    )
+    handler = ControlServer(supervisor, monitor, name)
+    connections = Connections()
+    try:
+        server = await asyncio.start_unix_server(connections.track(handler.handle), sock=sock, limit=MAX_REQUEST)
+    except BaseException:
+        sock.close()
+        unlink()
+        await release_monitor(supervisor)
+        raise
+    log.info("control socket %s (asynccluster status %s)", path, name)
+
+    async def close() -> None:
+        server.close()
+        # A "stop" client reads until EOF: this is its EOF, the master is about to exit.
+        await connections.close()
+        unlink()
+        await release_monitor(supervisor)
+
+    return close

@@ -1,0 +1,161 @@
+"""The master's admin endpoint (``--admin HOST:PORT``): /metrics, /livez, /readyz, /status.
+
+Off by default, 127.0.0.1 unless a host is given (issue 5). The master must not import
+``asynccluster/http/`` (DESIGN.md §2), and this is not a hot path, so it is a tiny
+HTTP/1.0-style responder on asyncio streams: read the request line and the header section
+(bounded in size and time), answer once with Content-Length and ``Connection: close``.
+
+- ``/livez``: 200 while the master's loop runs.
+- ``/readyz``: 200 while at least one worker is ready and the cluster is not stopping; 503 as
+  soon as a SIGTERM arrives (the supervisor's state turns "stopping" before the drain), so
+  a load balancer stops sending traffic while in-flight requests finish.
+- ``/metrics``: the cluster-wide Prometheus exposition (observe/prometheus.py).
+- ``/status``: the same JSON as ``asynccluster status --json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
+from asynccluster.observe.prometheus import CONTENT_TYPE, is_ready, render
+from asynccluster.observe.streams import Connections
+
+log = logging.getLogger("asynccluster.admin")
+
+CloseFn = Callable[[], Awaitable[None]]
+READ_TIMEOUT = 10.0
+MAX_LINE = 8192
+MAX_HEADER_LINES = 100
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+
+class AdminAddressError(ValueError):
+    pass
+
+
+def parse_admin_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT``, ``PORT`` or ``[IPv6]:PORT``."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    host = host.strip("[]") or default_host
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise AdminAddressError(f"--admin: expected HOST:PORT, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise AdminAddressError(f"--admin: port {port} is out of range")
+    return host, port
+
+
+def format_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class AdminHandler:
+    def __init__(self, monitor: Monitor) -> None:
+        self.monitor = monitor
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(read_request_head(reader), READ_TIMEOUT)
+            if request is None:
+                status, content_type, body = 400, TEXT, b"bad request\n"
+                method = "GET"
+            else:
+                method, target = request
+                status, content_type, body = self.route(method, target)
+            await respond(writer, status, content_type, b"" if method == "HEAD" else body, len(body))
+        except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except Exception:
+            log.exception("admin: request failed")
+        finally:
+            writer.close()
+
+    def route(self, method: str, target: str) -> tuple[int, str, bytes]:
+        path = target.split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            return 405, TEXT, b"only GET and HEAD\n"
+        if path == "/livez":
+            return 200, TEXT, b"ok\n"
+        if path == "/readyz":
+            ready = is_ready(self.monitor.sample())
+            return (200, TEXT, b"ready\n") if ready else (503, TEXT, b"not ready\n")
+        if path == "/metrics":
+            return 200, CONTENT_TYPE, render(self.monitor.view()).encode()
+        if path == "/status":
+            return 200, JSON, json.dumps(self.monitor.view(), default=str).encode()
+        return 404, TEXT, b"not found; try /metrics /livez /readyz /status\n"
+
+
+async def read_request_head(reader: asyncio.StreamReader) -> tuple[str, str] | None:
+    """The method and target of the request line; the header section is read and ignored.
+
+    None for anything malformed or over the limits (answered with 400).
+    """
+    try:
+        line = await reader.readline()
+        parts = line.decode("latin-1").split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return None
+        for _ in range(MAX_HEADER_LINES):
+            header = await reader.readline()
+            if header in (b"\r\n", b"\n", b""):
+                return parts[0], parts[1]
+    except (ValueError, asyncio.LimitOverrunError):  # a line longer than MAX_LINE
+        return None
+    return None
+
+
+async def respond(writer: asyncio.StreamWriter, status: int, content_type: str, body: bytes, length: int) -> None:
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\n"
+        f"Content-Type: {content_type}\r\n"
+        f"Content-Length: {length}\r\n"
+        "Cache-Control: no-store\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    writer.write(head.encode("latin-1") + body)
+    await writer.drain()
+
+
+async def start_admin(supervisor: Any, config: Any) -> CloseFn:
+    """Serve the admin endpoint on ``config.admin``; returns the coroutine function closing it."""
+    try:
+        host, port = parse_admin_address(config.admin)
+    except AdminAddressError as exc:
+        # An OSError like a bind failure: the master reports it and exits (exitcodes.BIND).
+        raise OSError(errno.EINVAL, str(exc)) from None
+    monitor = acquire_monitor(supervisor)
+    connections = Connections()
+    try:
+        server = await asyncio.start_server(connections.track(AdminHandler(monitor).handle), host, port, limit=MAX_LINE)
+    except OSError as exc:
+        await release_monitor(supervisor)
+        raise OSError(exc.errno, f"cannot serve --admin on {format_address(host, port)}: {exc.strerror}") from None
+    bound_port = server.sockets[0].getsockname()[1]
+    address = format_address(host, bound_port)
+    # With --admin HOST:0 the port is only known now: log it and put it in the status.
+    monitor.extra["admin"] = address
+    log.info("admin endpoint on http://%s/ (/metrics /livez /readyz /status)", address)
+
+    async def close() -> None:
+        server.close()
+        await connections.close()
+        monitor.extra.pop("admin", None)
+        await release_monitor(supervisor)
+
+    return close
+
+
+__all__ = ["AdminAddressError", "format_address", "parse_admin_address", "start_admin"]

@@ -1,0 +1,42 @@
+"""An app that counts its requests with asynccluster.metrics (tests/integration/test_control.py).
+
+``/`` answers with the worker's pid and slot; every request increments the app's own counter
+``app_hits`` (label ``path``) and sets the gauge ``app_last_pid``. ``/slow?seconds=S`` waits
+first, to hold a request in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+from urllib.parse import parse_qs
+
+import asynccluster
+from asynccluster import metrics
+
+HITS = metrics.counter("app_hits", "Requests seen by the app.", labels=("path",))
+LAST_PID = metrics.gauge("app_last_pid", "The pid that answered last.")
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/slow":
+        seconds = float(parse_qs(scope["query_string"].decode()).get("seconds", ["1"])[0])
+        await asyncio.sleep(seconds)
+    HITS.labels(path=scope["path"]).inc()
+    LAST_PID.set(os.getpid())
+    body = json.dumps({"pid": os.getpid(), "worker_id": asynccluster.worker_id()}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
