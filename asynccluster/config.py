@@ -65,6 +65,28 @@ def parse_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def split_host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT``, ``PORT`` or ``[IPv6]:PORT``."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"expected HOST:PORT, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    return host.strip("[]") or default_host, port
+
+
+def parse_host_port(text: str) -> str:
+    """Validate an optional HOST:PORT at load time (so a typo is a usage error, exit 2)."""
+    if text.strip():
+        split_host_port(text)
+    return text.strip()
+
+
 def choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in options:
@@ -247,7 +269,10 @@ class Config:
 
     # Control and metrics
     admin: str = setting(
-        "", "Serve /metrics, /livez, /readyz and /status from the master on HOST:PORT (off if empty).", group="control"
+        "",
+        "Serve /metrics, /livez, /readyz and /status from the master on HOST:PORT (off if empty).",
+        parse=parse_host_port,
+        group="control",
     )
     control_dir: str = setting(
         "",

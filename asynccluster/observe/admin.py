@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from asynccluster.config import split_host_port
 from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
 from asynccluster.observe.prometheus import CONTENT_TYPE, is_ready, render
 from asynccluster.observe.streams import Connections
@@ -42,19 +43,11 @@ class AdminAddressError(ValueError):
 
 
 def parse_admin_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``HOST:PORT``, ``:PORT``, ``PORT`` or ``[IPv6]:PORT``."""
-    text = text.strip()
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "", text
-    host = host.strip("[]") or default_host
+    """``HOST:PORT``, ``:PORT``, ``PORT`` or ``[IPv6]:PORT`` (the parsing lives with the setting)."""
     try:
-        port = int(port_text)
-    except ValueError:
-        raise AdminAddressError(f"--admin: expected HOST:PORT, got {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise AdminAddressError(f"--admin: port {port} is out of range")
-    return host, port
+        return split_host_port(text, default_host)
+    except ValueError as exc:
+        raise AdminAddressError(f"--admin: {exc}") from None
 
 
 def format_address(host: str, port: int) -> str:
