@@ -1,0 +1,159 @@
+"""Cluster: the embeddable master, usable from async code (issue 3, "Embedding").
+
+::
+
+    cluster = Cluster(app="myapp:app", workers=4, port=8000)
+    cluster.on("exit", lambda worker: print("worker", worker.slot, "exited", worker.exitcode))
+    code = await cluster.serve()           # until stopped; from another task:
+    await cluster.reload(); await cluster.scale(8); await cluster.stop()
+
+Events are named after Node's cluster module: ``online`` (the process runs), ``listening``
+(ready: lifespan done and accepting), ``disconnect`` (its channel closed), ``exit``. A
+callback receives a :class:`~asynccluster.master.process.WorkerInfo` (slot, pid,
+incarnation, exitcode, signal, reason); it may be a coroutine function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asynccluster import exitcodes
+from asynccluster.config import Config
+from asynccluster.cpus import usable_cpus
+from asynccluster.master.operations import ReloadResult, RestartResult, ScaleResult
+from asynccluster.master.process import WorkerInfo
+from asynccluster.master.signals import SignalRouter
+from asynccluster.master.spawner import MultiprocessingSpawner
+from asynccluster.master.supervisor import Supervisor
+from asynccluster.sockets import BindError, Listeners, create_listeners
+
+logger = logging.getLogger("asynccluster.master")
+
+EVENTS = ("online", "listening", "disconnect", "exit")
+CloseFn = Callable[[], Awaitable[None]]
+
+
+def resolve_workers(config: Config) -> int:
+    if config.workers == "auto":
+        cpus = usable_cpus()
+        logger.info("%s", cpus.how)
+        return cpus.count
+    return int(config.workers)
+
+
+async def start_hook(module: str, function: str, supervisor: Supervisor, config: Config) -> CloseFn | None:
+    """Start control.py / observe/admin.py if that module exists (written by other parts)."""
+    if importlib.util.find_spec(module) is None:
+        return None
+    start = getattr(importlib.import_module(module), function)
+    close: CloseFn = await start(supervisor, config)
+    return close
+
+
+class Cluster:
+    def __init__(self, config: Config | None = None, *, handle_signals: bool = True, **settings: Any) -> None:
+        if config is None:
+            config = Config(**settings)
+        elif settings:
+            config = config.replace(**settings)
+        self.config = config
+        self.handle_signals = handle_signals
+        self.supervisor: Supervisor | None = None
+        self.listeners: Listeners | None = None
+        self._callbacks: dict[str, list[Callable[[WorkerInfo], Any]]] = {event: [] for event in EVENTS}
+
+    def on(self, event: str, callback: Callable[[WorkerInfo], Any]) -> None:
+        if event not in self._callbacks:
+            raise ValueError(f"unknown event {event!r}; the events are: {', '.join(EVENTS)}")
+        self._callbacks[event].append(callback)
+
+    async def serve(self) -> int:
+        """Bind, start the workers, supervise until stopped; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        workers = resolve_workers(self.config)
+        try:
+            self.listeners = create_listeners(self.config, workers)
+        except BindError as exc:
+            logger.error("error: %s", exc)
+            return exitcodes.BIND
+        logger.info(
+            "listening on %s (%s listener, %d worker%s)",
+            self.listeners.address,
+            self.listeners.mode,
+            workers,
+            "" if workers == 1 else "s",
+        )
+        supervisor = self.supervisor = Supervisor(
+            self.config, MultiprocessingSpawner(loop), self.listeners, workers=workers, on_event=self._dispatch
+        )
+        router = SignalRouter(supervisor)
+        closers: list[CloseFn] = []
+        try:
+            if self.handle_signals and threading.current_thread() is threading.main_thread():
+                router.install(loop)
+            code = await self._start_hooks(supervisor, closers)
+            if code == exitcodes.OK:
+                code = await supervisor.serve()
+        finally:
+            router.remove()
+            for close in reversed(closers):
+                await close()
+            self.listeners.close()
+        logger.info("stopped (exit code %d: %s)", code, exitcodes.DESCRIPTIONS.get(code, ""))
+        return code
+
+    async def _start_hooks(self, supervisor: Supervisor, closers: list[CloseFn]) -> int:
+        try:
+            close = await start_hook("asynccluster.master.control", "start_control", supervisor, self.config)
+        except Exception as exc:  # the cluster is still useful without its control socket
+            logger.warning("control socket not started: %s", exc)
+        else:
+            if close is not None:
+                closers.append(close)
+        if self.config.admin:
+            try:
+                close = await start_hook("asynccluster.observe.admin", "start_admin", supervisor, self.config)
+            except OSError as exc:  # explicitly asked for: failing to bind it is a bind failure
+                logger.error("error: cannot serve --admin %s: %s", self.config.admin, exc.strerror or exc)
+                return exitcodes.BIND
+            if close is not None:
+                closers.append(close)
+        return exitcodes.OK
+
+    def _dispatch(self, event: str, info: WorkerInfo) -> None:
+        for callback in self._callbacks.get(event, ()):
+            result = callback(info)
+            if inspect.isawaitable(result) and self.supervisor is not None:
+                self.supervisor.background(result)
+
+    # ------------------------------------------------------------ operations
+
+    def _running(self) -> Supervisor:
+        if self.supervisor is None:
+            raise RuntimeError("the cluster is not running: await cluster.serve() first")
+        return self.supervisor
+
+    async def reload(self) -> ReloadResult:
+        return await self._running().reload()
+
+    async def scale(self, n: int) -> ScaleResult:
+        return await self._running().scale(n)
+
+    async def restart(self, slot: int) -> RestartResult:
+        return await self._running().restart(slot)
+
+    async def stop(self, force: bool = False) -> None:
+        await self._running().stop(force=force)
+
+    def status(self) -> dict[str, Any]:
+        return self._running().status()
+
+    @property
+    def ready(self) -> bool:
+        return self.supervisor is not None and self.supervisor.ready

@@ -1,0 +1,93 @@
+"""Blocking entry points: ``asynccluster run`` (cli.py) and ``asynccluster.run()``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from asynccluster import exitcodes
+from asynccluster.config import Config, ConfigError, parse_value
+from asynccluster.logs import setup_logging
+
+
+def run_cluster(config: Config) -> int:
+    """Run the master until it stops; the exit code (exitcodes.py).
+
+    Failures a user can fix (bind, import, lifespan) are one logged line each, no traceback.
+    """
+    setup_logging(config)
+    from asynccluster.master.cluster import Cluster
+
+    try:
+        return asyncio.run(Cluster(config).serve())
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        return exitcodes.FORCED
+
+
+def run(app: Any, **settings: Any) -> int:
+    """``asynccluster.run("pkg.mod:app", workers=4, port=8080)``; an app object works if it
+    can be found again by import in a fresh process (spawn), else ValueError."""
+    if os.environ.get("ASYNCCLUSTER_WORKER_ID") is not None:
+        raise RuntimeError('asynccluster.run() was called inside a worker: guard it with `if __name__ == "__main__":`')
+    spec = app if isinstance(app, str) else app_spec(app)
+    try:
+        values = {name: parse_value(name, value) for name, value in settings.items()}
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return run_cluster(Config(app=spec, **values))
+
+
+def app_spec(app: Any) -> str:
+    """ "module:attr" naming ``app`` in some imported module, for the spawned workers."""
+    for name, module in list(sys.modules.items()):
+        if module is None or name == "__mp_main__":
+            continue
+        attr = attribute_holding(module, app)
+        if attr is None:
+            continue
+        if name == "__main__":
+            main_name = main_module_name(module)
+            if main_name is None:
+                continue
+            name = main_name
+        return f"{name}:{attr}"
+    raise ValueError(
+        "cannot find this app object in any importable module: workers are fresh processes "
+        '(multiprocessing spawn) and import the app themselves, so pass it as "module:attr" '
+        '(e.g. asynccluster.run("myapp:app"))'
+    )
+
+
+def attribute_holding(module: ModuleType, obj: Any) -> str | None:
+    try:
+        items = list(vars(module).items())
+    except TypeError:
+        return None
+    for attr, value in items:
+        if value is obj and not attr.startswith("__"):
+            return attr
+    return None
+
+
+def main_module_name(module: ModuleType) -> str | None:
+    """The importable name of the script being run (``python -m pkg.mod`` or ``python path.py``)."""
+    spec = getattr(module, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name)
+    filename = getattr(module, "__file__", None)
+    if not filename:
+        return None
+    path = Path(filename).resolve().with_suffix("")
+    for entry in sys.path:
+        base = Path(entry or ".").resolve()
+        try:
+            relative = path.relative_to(base)
+        except ValueError:
+            continue
+        if all(part.isidentifier() for part in relative.parts):
+            return ".".join(relative.parts)
+    return None

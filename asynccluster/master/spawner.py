@@ -1,0 +1,167 @@
+"""Start worker processes with multiprocessing's ``spawn`` method and watch them from the loop.
+
+Why spawn: forking the master would copy its running event loop, its signal handlers and
+every socket into the worker. A spawned worker is a fresh interpreter that imports the
+app itself, so a rolling reload serves changed code (issue 4).
+
+How the worker gets its sockets: the :class:`WorkerArgs` given to ``Process`` is pickled
+while the process starts; ``socket.socket`` pickles through ``multiprocessing.reduction``,
+whose ``DupFd`` asks the spawning Popen to pass the descriptor to the child
+(``spawnv_passfds``), and the child rebuilds a socket on the same file description. No
+resource-sharer thread, no copy of the listening socket's queue: the very same socket.
+
+Each worker gets three descriptors: its slot's listening socket, a channel socketpair end
+(framed JSON, channel.py) and a "stacks" socketpair end that faulthandler writes to, so
+stack dumps of a blocked worker reach the master's log under the worker's name.
+
+Everything the master learns comes through its loop: ``add_reader`` on the process
+sentinel (exit), on the channel and on the stacks socket. No threads, no polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from asynccluster.config import Config
+from asynccluster.master.channel import Channel
+from asynccluster.master.process import SpawnRequest, WorkerEvents, WorkerHandle
+
+_EXIT_RECHECK = 0.02  # the sentinel closed a hair before waitpid() can see the exit
+
+
+@dataclass
+class WorkerArgs:
+    """Everything a worker process starts from (pickled into the spawned child)."""
+
+    config: Config
+    slot: int
+    incarnation: int
+    listen_sock: socket.socket
+    channel_sock: socket.socket
+    stacks_sock: socket.socket
+    master_pid: int
+
+
+class MultiprocessingSpawner:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._context = multiprocessing.get_context("spawn")
+
+    def spawn(self, request: SpawnRequest, handle: WorkerHandle, events: WorkerEvents) -> ProcessWorker:
+        from asynccluster.worker.main import worker_entry  # light module: no HTTP code at import
+
+        if request.sock is None:
+            raise ValueError("a real worker needs its listening socket")
+        channel_parent, channel_child = socket.socketpair()
+        stacks_parent, stacks_child = socket.socketpair()
+        args = WorkerArgs(
+            request.config, request.slot, request.incarnation, request.sock, channel_child, stacks_child, os.getpid()
+        )
+        process = self._context.Process(
+            target=worker_entry, args=(args,), name=f"asynccluster-worker-{request.slot}", daemon=False
+        )
+        try:
+            process.start()
+        finally:
+            # The child has its own copies now; ours would keep the channel open after it dies.
+            channel_child.close()
+            stacks_child.close()
+        return ProcessWorker(self._loop, process, channel_parent, stacks_parent, handle, events)
+
+
+class ProcessWorker:
+    """A running worker process as the master's loop sees it."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        process: Any,  # multiprocessing.context.SpawnProcess
+        channel_sock: socket.socket,
+        stacks_sock: socket.socket,
+        handle: WorkerHandle,
+        events: WorkerEvents,
+    ) -> None:
+        self.pid: int = process.pid
+        self._loop = loop
+        self._process = process
+        self._handle = handle
+        self._events = events
+        self._exited = False
+        self._stacks_sock = stacks_sock
+        self._stacks_fd = stacks_sock.fileno()
+        self._stacks_buffer = b""
+        self._channel = Channel(loop, channel_sock, self._on_message, self._on_disconnect)
+        stacks_sock.setblocking(False)
+        loop.add_reader(self._stacks_fd, self._read_stacks)
+        loop.add_reader(process.sentinel, self._on_sentinel)
+
+    def send(self, message: dict[str, Any]) -> bool:
+        return self._channel.send(message)
+
+    def signal(self, signum: int) -> None:
+        # Only while not reaped: after waitpid() the pid may belong to someone else.
+        if not self._exited:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def close(self) -> None:
+        self._channel.close()
+        self._close_stacks()
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        self._events.on_message(self._handle, message)
+
+    def _on_disconnect(self) -> None:
+        self._events.on_disconnect(self._handle)
+
+    def _on_sentinel(self) -> None:
+        exitcode = self._process.exitcode  # waitpid(WNOHANG): reaps, so no zombie
+        if exitcode is None:
+            self._loop.remove_reader(self._process.sentinel)
+            self._loop.call_later(_EXIT_RECHECK, self._on_sentinel)
+            return
+        self._loop.remove_reader(self._process.sentinel)
+        self._exited = True
+        # What the worker said just before exiting (its reason, its stacks) is still in the
+        # sockets: read it first so the exit is logged with it.
+        self._drain_channel()
+        self._read_stacks(final=True)
+        self._process.close()
+        self.close()
+        self._events.on_exit(self._handle, exitcode)
+
+    def _drain_channel(self) -> None:
+        self._channel.drain()
+
+    def _read_stacks(self, final: bool = False) -> None:
+        while self._stacks_sock.fileno() >= 0:
+            try:
+                data = self._stacks_sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                data = b""
+            if not data:
+                final = True
+                self._close_stacks()
+                break
+            self._stacks_buffer += data
+        text, newline, rest = self._stacks_buffer.rpartition(b"\n")
+        if final:
+            text, rest = self._stacks_buffer, b""
+        elif not newline:
+            return
+        self._stacks_buffer = rest
+        if text.strip():
+            self._events.on_stacks(self._handle, text.decode("utf-8", "replace"))
+
+    def _close_stacks(self) -> None:
+        if self._stacks_sock.fileno() >= 0:
+            self._loop.remove_reader(self._stacks_fd)
+            self._stacks_sock.close()

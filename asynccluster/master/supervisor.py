@@ -1,0 +1,471 @@
+"""The master coroutine: desired state vs actual state, one event dispatch (DESIGN.md §1, §3).
+
+Everything arrives as a callback on the master's one loop: worker messages, channel EOF,
+process exits (spawner.py: ``add_reader`` on sentinels), stacks, signals (signals.py) and
+timers (``call_later``: respawn backoff, per-worker watchdogs, the stop deadline). Nothing
+polls and nothing blocks. Long operations (reload, scale, restart, recycle) are coroutines
+in operations.py that await the futures these callbacks resolve; they run one at a time
+(``op_lock``), so there is one recycle at a time cluster-wide and never two reloads at once.
+Readiness and liveness deadlines live in watchdog.py.
+
+The desired state is ``desired`` slots, each with one ready *current* worker. A slot may
+also have a *candidate* (a new incarnation on the same socket, during a replace) and any
+number of retiring incarnations (told to drain, not yet exited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from asynccluster import exitcodes, logs
+from asynccluster.config import Config
+from asynccluster.master import operations
+from asynccluster.master.policy import Timing, backoff_delay, died_young, draw_recycle_limits, recycle_reason
+from asynccluster.master.process import (
+    DRAINING,
+    EXITED,
+    READY,
+    STARTING,
+    Spawner,
+    SpawnRequest,
+    WorkerHandle,
+    WorkerInfo,
+    describe_exit,
+)
+from asynccluster.master.watchdog import Watchdog
+from asynccluster.sockets import Listeners
+
+logger = logging.getLogger("asynccluster.master")
+
+# A worker that exits with one of these before it was ever ready failed deterministically:
+# respawning would only repeat it (issue 3: "no respawn storm").
+STARTUP_FAILURES = (exitcodes.APP_IMPORT, exitcodes.LIFESPAN, exitcodes.BIND)
+
+# Stack text arriving within this many seconds of the previous piece belongs to the same dump.
+STACKS_BURST = 1.0
+
+EventCallback = Callable[[str, WorkerInfo], Any]
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+@dataclass(eq=False)
+class Slot:
+    index: int
+    current: WorkerHandle | None = None
+    candidate: WorkerHandle | None = None
+    failures: int = 0  # consecutive early deaths (backoff)
+    restarts: int = 0
+    next_incarnation: int = 1
+    respawn_timer: asyncio.TimerHandle | None = None
+    retiring: bool = False  # being removed by a scale down
+    last_exit: str = ""
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        spawner: Spawner,
+        listeners: Listeners | None = None,
+        *,
+        workers: int | None = None,
+        timing: Timing | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        self.config = config
+        self.spawner = spawner
+        self.listeners = listeners
+        self.timing = timing or Timing()
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.on_event = on_event
+        self.desired = workers if workers is not None else int(config.workers)
+        self.slots: dict[int, Slot] = {}
+        self.handles: set[WorkerHandle] = set()  # every incarnation not yet exited
+        self.state = "starting"
+        self.started_at = time.time()
+        self.ever_ready = False
+        self.stopping = False
+        self.op_lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done: asyncio.Future[int] | None = None
+        self._stop_code: int | None = None
+        self._stop_forced = False
+        self._stop_unclean = False
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self.watchdog = Watchdog(config, self.timing, clock, lambda: self.loop)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    async def serve(self) -> int:
+        """Start the workers and supervise them until the cluster stops; the exit code."""
+        self._done = self.loop.create_future()
+        for index in range(self.desired):
+            slot = self.slots[index] = Slot(index)
+            slot.current = self.spawn(slot)
+        try:
+            code = await asyncio.shield(self._done)
+        except asyncio.CancelledError:
+            # The embedding program cancelled serve(): never leave workers behind.
+            self.begin_stop()
+            await asyncio.shield(self._done)
+            raise
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+        return code
+
+    def background(self, coro: Awaitable[Any]) -> None:
+        """Run an operation started by a signal or a heartbeat; keep a reference to it."""
+        task: asyncio.Future[Any] = asyncio.ensure_future(coro, loop=self.loop)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------ spawning
+
+    def spawn(self, slot: Slot) -> WorkerHandle:
+        """Start a new incarnation of ``slot`` on the slot's socket (the caller makes it the
+        slot's current worker or its candidate)."""
+        handle = WorkerHandle(slot=slot.index, incarnation=slot.next_incarnation, started_at=self.clock())
+        slot.next_incarnation += 1
+        handle.max_requests, handle.max_lifetime = draw_recycle_limits(self.config, self.rng)
+        handle.ready_future = self.loop.create_future()
+        handle.exited_future = self.loop.create_future()
+        sock = self.listeners.socket_for(slot.index) if self.listeners is not None else None
+        request = SpawnRequest(self.config, slot.index, handle.incarnation, sock)
+        self.handles.add(handle)
+        try:
+            handle.process = self.spawner.spawn(request, handle, self)
+        except Exception as exc:  # e.g. out of file descriptors or memory
+            logger.error("could not start a worker for slot %d: %s", slot.index, exc)
+            handle.reason = f"could not start: {exc}"
+            self.loop.call_soon(self.on_exit, handle, exitcodes.ERROR)
+            return handle
+        handle.pid = handle.process.pid
+        self.watchdog.arm_ready(handle)
+        logger.debug("started %s", handle.name)
+        return handle
+
+    def schedule_respawn(self, slot: Slot) -> None:
+        if self.stopping or slot.retiring or slot.index >= self.desired or slot.respawn_timer is not None:
+            return
+        delay = backoff_delay(slot.failures, self.timing)
+        if delay <= 0:
+            self._respawn(slot)
+            return
+        logger.warning("respawning worker %d in %.1f s (%d early exits in a row)", slot.index, delay, slot.failures)
+        slot.respawn_timer = self.loop.call_later(delay, self._respawn, slot)
+
+    def _respawn(self, slot: Slot) -> None:
+        slot.respawn_timer = None
+        if self.stopping or slot.retiring or slot.current is not None or slot.candidate is not None:
+            return
+        if self.slots.get(slot.index) is not slot:
+            return
+        slot.restarts += 1
+        slot.current = self.spawn(slot)
+
+    # ------------------------------------------------------------ the one event dispatch
+
+    def on_message(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "heartbeat":
+            self._on_heartbeat(handle, message)
+        elif kind == "ready":
+            self._on_ready(handle)
+        elif kind == "online":
+            self.emit("online", handle)
+        elif kind == "stopping":
+            handle.reason = str(message.get("reason", ""))
+            if message.get("draining") and handle.state != EXITED:
+                handle.state = DRAINING
+        else:
+            logger.debug("%s sent an unknown message %r", handle.name, kind)
+
+    def on_disconnect(self, handle: WorkerHandle) -> None:
+        self.emit("disconnect", handle)
+
+    def on_stacks(self, handle: WorkerHandle, text: str) -> None:
+        tag = {"tag": logs.worker_tag(handle.slot, handle.pid)}
+        now = self.clock()
+        if now - handle.last_stacks_at > STACKS_BURST:  # a new dump, not the rest of the last one
+            logger.error("stacks of %s:", handle.name, extra=tag)
+        handle.last_stacks_at = now
+        for line in text.rstrip().splitlines():
+            logger.error("%s", line, extra=tag)
+        if handle.hung and handle.alive:
+            # The dump arrives in one burst; kill once it has been quiet for a moment.
+            self.watchdog.stacks_arrived(handle)
+
+    def on_exit(self, handle: WorkerHandle, exitcode: int) -> None:
+        if handle.exitcode is not None:
+            return
+        now = self.clock()
+        handle.exitcode = exitcode
+        handle.exit_detail = describe_exit(exitcode)
+        previous_state = handle.state
+        handle.state = EXITED
+        handle.cancel_watchdog()
+        self.handles.discard(handle)
+        if handle.ready_future is not None and not handle.ready_future.done():
+            handle.ready_future.set_result(False)
+        if handle.exited_future is not None and not handle.exited_future.done():
+            handle.exited_future.set_result(exitcode)
+        slot = self.slots.get(handle.slot)
+        if slot is not None:
+            slot.last_exit = handle.exit_summary(now)
+        if self.stopping:
+            self._on_exit_while_stopping(handle, exitcode, now)
+        elif slot is not None and slot.current is handle and not slot.retiring:
+            slot.current = None
+            self._on_current_exit(slot, handle, now)
+        else:
+            self._log_exit(handle, now, expected=bool(handle.retire_reason) or previous_state == DRAINING)
+            if slot is not None and slot.candidate is handle:
+                slot.candidate = None
+        self.emit("exit", handle)
+        self._check_finished()
+
+    # ------------------------------------------------------------ message handlers
+
+    def _on_ready(self, handle: WorkerHandle) -> None:
+        if handle.state != STARTING:
+            return
+        now = self.clock()
+        handle.state = READY
+        handle.ready_at = now
+        handle.last_heartbeat_at = now
+        self.ever_ready = True
+        self.watchdog.arm_heartbeat(handle)
+        logger.info("%s ready in %.2f s", handle.name, now - handle.started_at)
+        if handle.ready_future is not None and not handle.ready_future.done():
+            handle.ready_future.set_result(True)
+        self.emit("listening", handle)
+        if self.stopping:
+            self.tell_stop(handle, "cluster stopping")
+            return
+        if self.state == "starting" and self._all_current_ready():
+            self.state = "running"
+            # Kept literally "all N workers ready" for every N: tests and scripts wait for it.
+            logger.info("all %d workers ready", self.desired)
+
+    def _on_heartbeat(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
+        handle.heartbeat = {key: value for key, value in message.items() if key != "type"}
+        handle.last_heartbeat_at = self.clock()
+        if handle.state in (READY, DRAINING) and not handle.hung:
+            self.watchdog.arm_heartbeat(handle)
+        if handle.state == READY and not handle.retire_reason:
+            self._maybe_recycle(handle)
+
+    def _maybe_recycle(self, handle: WorkerHandle) -> None:
+        reason = recycle_reason(handle, self.config, self.clock())
+        if reason is None or self.stopping or self.state != "running" or self.op_lock.locked():
+            return
+        slot = self.slots.get(handle.slot)
+        if slot is None or slot.current is not handle or slot.candidate is not None:
+            return
+        self.background(operations.recycle(self, slot, reason))
+
+    # ------------------------------------------------------------ exits
+
+    def _on_current_exit(self, slot: Slot, handle: WorkerHandle, now: float) -> None:
+        young = died_young(handle, now, self.timing)
+        slot.failures = slot.failures + 1 if young else 1
+        if not self.ever_ready and handle.ready_at is None and self._give_up_if_hopeless(slot, handle):
+            return
+        self._log_exit(handle, now, expected=False)
+        if slot.retiring or slot.index >= self.desired:
+            return
+        if slot.candidate is not None:
+            return  # a replacement is already starting on this slot (reload / restart)
+        self.schedule_respawn(slot)
+
+    def _give_up_if_hopeless(self, slot: Slot, handle: WorkerHandle) -> bool:
+        """No worker was ever ready: stop instead of respawning forever (issue 3)."""
+        code = handle.exitcode if handle.exitcode in STARTUP_FAILURES else None
+        if code is None and handle.retire_reason.startswith("not ready"):
+            code = exitcodes.NEVER_READY
+        if code is None and slot.failures >= self.timing.startup_attempts:
+            code = exitcodes.NEVER_READY
+        if code is None:
+            return False
+        reason = handle.reason or handle.retire_reason
+        if not reason:
+            times = f", {slot.failures} times in a row" if slot.failures > 1 else ""
+            reason = f"worker {slot.index} exited with {handle.exit_detail} before it was ready{times}"
+        # The one message for the whole cluster (every worker fails the same way); the
+        # final "stopped (exit code N: ...)" line says what it means for the exit status.
+        logger.error("error: %s", reason.rstrip())
+        self.begin_stop(code=code, quiet=True)
+        return True
+
+    def _on_exit_while_stopping(self, handle: WorkerHandle, exitcode: int, now: float) -> None:
+        if handle.killed:
+            self._stop_forced = True
+        elif exitcode != 0 and handle.ready_at is not None:
+            self._stop_unclean = True
+        level = logging.DEBUG if self._stop_code is not None else logging.INFO
+        logger.log(level, "%s stopped: %s after %.1f s", handle.name, handle.exit_detail, handle.uptime(now))
+
+    def _log_exit(self, handle: WorkerHandle, now: float, *, expected: bool) -> None:
+        level = logging.INFO if expected and handle.exitcode == 0 else logging.WARNING
+        logger.log(level, "%s", handle.exit_summary(now))
+
+    # ------------------------------------------------------------ replacing and retiring
+
+    def tell_stop(self, handle: WorkerHandle, reason: str, timeout: float | None = None) -> None:
+        """Ask a worker to drain and exit; a worker still starting has nothing to drain."""
+        handle.retire_reason = handle.retire_reason or reason
+        if not handle.alive:
+            return
+        if handle.state == STARTING:
+            handle.signal(signal.SIGTERM)
+            return
+        already_draining = handle.state == DRAINING
+        handle.state = DRAINING
+        grace = self.config.graceful_timeout if timeout is None else timeout
+        sent = handle.send({"type": "stop", "timeout": grace, "reason": reason})
+        if not sent and not already_draining:
+            # No channel (it closed it): SIGTERM also means "drain and exit" to a worker. One
+            # that is already draining closed its channel on its way out: leave it be.
+            handle.signal(signal.SIGTERM)
+
+    def kill(self, handle: WorkerHandle) -> None:
+        if handle.alive:
+            handle.killed = True
+            handle.signal(signal.SIGKILL)
+
+    def _all_current_ready(self) -> bool:
+        return all(
+            slot.current is not None and slot.current.state == READY
+            for slot in self.slots.values()
+            if not slot.retiring
+        )
+
+    # ------------------------------------------------------------ stopping
+
+    def begin_stop(self, *, code: int | None = None, quiet: bool = False) -> None:
+        """Graceful stop: every worker drains within --graceful-timeout, then is killed."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.state = "stopping"
+        self._stop_code = code
+        for slot in self.slots.values():
+            if slot.respawn_timer is not None:
+                slot.respawn_timer.cancel()
+                slot.respawn_timer = None
+        if not quiet:
+            logger.info("stopping %s (graceful timeout %g s)", plural(len(self.handles), "worker"),
+                        self.config.graceful_timeout)  # fmt: skip
+        if self.listeners is not None:
+            # New connections are refused from now on (issue 3): the master's copies go first,
+            # then each worker closes its own as it begins to drain and finishes what it
+            # already accepted.
+            self.listeners.close()
+        for handle in list(self.handles):
+            handle.cancel_watchdog()
+            self.tell_stop(handle, "cluster stopping")
+        deadline = self.config.graceful_timeout + self.timing.kill_grace
+        self._kill_timer = self.loop.call_later(deadline, self._kill_remaining)
+        self._check_finished()
+
+    def force_stop(self) -> None:
+        """Second Ctrl-C: kill every worker now (exit code FORCED)."""
+        self.begin_stop()
+        self._stop_forced = True
+        if self.handles:
+            logger.warning("forced stop: killing %d workers", len(self.handles))
+        for handle in list(self.handles):
+            self.kill(handle)
+
+    def _kill_remaining(self) -> None:
+        self._kill_timer = None
+        for handle in list(self.handles):
+            logger.warning("%s did not stop within the graceful timeout; killing it", handle.name)
+            self.kill(handle)
+
+    def _check_finished(self) -> None:
+        if not self.stopping or self.handles or self._done is None or self._done.done():
+            return
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        if self._stop_code is not None:
+            code = self._stop_code
+        elif self._stop_forced:
+            code = exitcodes.FORCED
+        else:
+            code = exitcodes.ERROR if self._stop_unclean else exitcodes.OK
+        self._done.set_result(code)
+
+    async def wait_stopped(self) -> int:
+        if self._done is None:
+            raise RuntimeError("the cluster is not running")
+        return await asyncio.shield(self._done)
+
+    # ------------------------------------------------------------ the API (control.py, Cluster)
+
+    async def reload(self) -> operations.ReloadResult:
+        return await operations.reload(self)
+
+    async def scale(self, count: int) -> operations.ScaleResult:
+        return await operations.scale(self, count)
+
+    async def restart(self, slot: int) -> operations.RestartResult:
+        return await operations.restart(self, slot)
+
+    async def stop(self, force: bool = False) -> None:
+        if force:
+            self.force_stop()
+        else:
+            self.begin_stop()
+        if self._done is not None:
+            await asyncio.shield(self._done)
+
+    def reopen_logs(self) -> None:
+        count = logs.reopen_log_files()
+        for handle in self.handles:
+            handle.send({"type": "reopen-logs"})
+        logger.info("reopened %s in the master; asked %s to do the same", plural(count, "log file"),
+                    plural(len(self.handles), "worker"))  # fmt: skip
+
+    def emit(self, event: str, handle: WorkerHandle) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event, handle.info())
+        except Exception:
+            logger.exception("the %r event callback raised", event)
+
+    def status(self) -> dict[str, Any]:
+        from asynccluster.master.status import cluster_status
+
+        return cluster_status(self)
+
+    @property
+    def ready(self) -> bool:
+        return not self.stopping and any(handle.state == READY for handle in self.handles)
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()

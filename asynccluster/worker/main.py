@@ -1,0 +1,298 @@
+"""The worker process's entry: loop, app, channel, heartbeat, graceful drain, exit code.
+
+Started by the master with multiprocessing's spawn method (master/spawner.py), with its
+slot's listening socket, a channel to the master and a socket for stack dumps. In order:
+
+1. signals: INT and HUP are ignored (the master handles Ctrl-C and reloads for the whole
+   group), TERM means "drain and exit"; faulthandler dumps every thread's stack on SIGUSR2
+   into the stacks socket (the master logs them under this worker's name; this works while
+   the loop is blocked, because the dump is written from the C signal handler), and on a
+   fatal error (segfault) too;
+2. the parent-death signal (Linux), so a SIGKILLed master leaves no orphan;
+3. ``ASYNCCLUSTER_WORKER_ID`` / ``ASYNCCLUSTER_WORKER_INCARNATION`` before the app is
+   imported, so ``asynccluster.worker_id()`` works at import time;
+4. the event loop (uvloop per --loop), the app import, lifespan startup, serving, ``ready``;
+5. a heartbeat every second *from this loop* (so a blocked loop stops it), until ``stop``
+   (or SIGTERM, or the master's death) makes it drain, run lifespan shutdown and exit 0.
+   SIGTERM and the master's death also arm a hard deadline (faulthandler's watchdog
+   thread), so even a worker whose loop is stuck exits soon after an orphaning SIGKILL.
+
+This module is imported by the master (it names the process target), so it imports no
+HTTP code at module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import faulthandler
+import importlib.util
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from asynccluster import exitcodes
+
+if TYPE_CHECKING:
+    from asynccluster.master.channel import Channel, Message
+    from asynccluster.master.spawner import WorkerArgs
+    from asynccluster.observe.stats import WorkerStats
+
+logger = logging.getLogger("asynccluster.worker")
+
+HEARTBEAT_INTERVAL = 1.0  # the master expects this (master/policy.py Timing.heartbeat_interval)
+ORPHAN_DRAIN_TIMEOUT = 1.0  # the master is gone: nobody waits for us, finish quickly
+ORPHAN_EXIT_MARGIN = 0.5  # then lifespan shutdown; past that, exit hard (issue 3: no orphans)
+PR_SET_PDEATHSIG = 1
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def worker_entry(args: WorkerArgs) -> None:
+    """The multiprocessing target: never returns; exits with the worker's exit code."""
+    set_up_process(args)
+    code = run_worker(args)
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+# ---------------------------------------------------------------- process setup
+
+
+def set_up_process(args: WorkerArgs) -> None:
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(signum, signal.SIG_IGN)
+    # Until the loop takes TERM over: nothing to drain yet, just leave.
+    signal.signal(signal.SIGTERM, _exit_now)
+    stacks_fd = args.stacks_sock.fileno()
+    faulthandler.enable(file=stacks_fd, all_threads=True)
+    faulthandler.register(signal.SIGUSR2, file=stacks_fd, all_threads=True, chain=False)
+    set_parent_death_signal(args.master_pid)
+    os.environ["ASYNCCLUSTER_WORKER_ID"] = str(args.slot)
+    os.environ["ASYNCCLUSTER_WORKER_INCARNATION"] = str(args.incarnation)
+    from asynccluster.logs import setup_logging
+
+    setup_logging(args.config, slot=args.slot)
+
+
+def _exit_now(signum: int, frame: Any) -> None:
+    raise SystemExit(exitcodes.OK)
+
+
+def set_parent_death_signal(master_pid: int) -> None:
+    """Linux: the kernel sends us SIGTERM when the master dies (even by SIGKILL).
+
+    The channel's EOF is the first line of defence (it works everywhere); this one also
+    covers a worker whose loop is blocked. If the master died before the prctl, we are
+    already orphaned: leave.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != master_pid:
+        raise SystemExit(exitcodes.OK)
+
+
+def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
+    if choice in ("uvloop", "auto"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def run_worker(args: WorkerArgs) -> int:
+    try:
+        loop = new_event_loop(args.config.loop)
+    except ImportError:
+        from asynccluster.master.channel import send_blocking
+
+        send_blocking(args.channel_sock, {"type": "stopping", "reason": "--loop uvloop: uvloop is not installed"})
+        return exitcodes.ERROR
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(WorkerRuntime(args, loop).run())
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+        # Closing the loop restored TERM's default action; we are exiting cleanly already.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+# ---------------------------------------------------------------- measurements for the heartbeat
+
+
+def rss_bytes() -> int:
+    """Current resident set size (Linux /proc), else the peak from getrusage."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, IndexError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024
+
+
+def cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def app_metrics_snapshot() -> Any:
+    """The app's own counters (asynccluster.metrics), if that module exists and was used."""
+    if "asynccluster.metrics" not in sys.modules and importlib.util.find_spec("asynccluster.metrics") is None:
+        return None
+    from asynccluster import metrics
+
+    snapshot = getattr(metrics, "snapshot", None)
+    return snapshot() if snapshot is not None else None
+
+
+# ---------------------------------------------------------------- the worker on its loop
+
+
+class WorkerRuntime:
+    def __init__(self, args: WorkerArgs, loop: asyncio.AbstractEventLoop) -> None:
+        self.args = args
+        self.config = args.config
+        self.loop = loop
+        self.stop_future: asyncio.Future[tuple[float, str]] = loop.create_future()
+        self.stats: WorkerStats | None = None
+        self.channel: Channel | None = None
+
+    async def run(self) -> int:
+        from asynccluster.importer import AppImportError, load_app
+        from asynccluster.master.channel import Channel
+
+        self.channel = Channel(self.loop, self.args.channel_sock, self.on_message, self.on_master_gone)
+        self.send({"type": "online", "pid": os.getpid(), "incarnation": self.args.incarnation})
+        # signal.signal, not loop.add_signal_handler: a Python handler runs between bytecodes
+        # even while the loop is blocked (a stuck request), so the hard deadline gets armed.
+        signal.signal(signal.SIGTERM, self.on_sigterm)
+        try:
+            app = load_app(self.config.app, factory=self.config.factory, app_dir=self.config.app_dir)
+        except AppImportError as exc:
+            return self.fail(str(exc), exitcodes.APP_IMPORT)
+        return await self.serve(app)
+
+    async def serve(self, app: Any) -> int:
+        from asynccluster.observe.stats import WorkerStats
+        from asynccluster.worker.lifespan import LifespanFailure
+        from asynccluster.worker.server import Server
+
+        self.stats = WorkerStats()
+        server = Server(self.config, app, stats=self.stats, worker_id=self.args.slot)
+        try:
+            await server.startup()
+        except LifespanFailure as exc:
+            reason = str(exc) if str(exc).startswith("lifespan") else f"lifespan startup failed: {exc}"
+            return self.fail(reason, exitcodes.LIFESPAN)
+        if self.stop_future.done():  # told to stop while starting: nothing was served yet
+            await server.shutdown()
+            return exitcodes.OK
+        await server.start_serving([self.args.listen_sock])
+        self.send({"type": "ready", "pid": os.getpid()})
+        self.send_heartbeat(0.0)
+        heartbeat = self.loop.create_task(self.heartbeat())
+        timeout, reason = await self.stop_future
+        self.send({"type": "stopping", "reason": reason, "draining": True})
+        drain = self.loop.create_task(server.drain(timeout))
+        await asyncio.sleep(0)  # drain() closes the listeners in its first step: say so after it
+        logger.info("draining (%s; up to %g s): no longer accepting", reason, timeout)
+        forced = await drain
+        await server.shutdown()  # heartbeats go on meanwhile: a slow shutdown is not a hang
+        heartbeat.cancel()
+        logger.info("stopped%s", f" ({forced} connections force-closed)" if forced else "")
+        self.close_channel()
+        return exitcodes.OK
+
+    def fail(self, reason: str, code: int) -> int:
+        """Before ready: tell the master why (it logs it once for the cluster) and exit."""
+        self.send({"type": "stopping", "reason": reason})
+        self.close_channel()
+        return code
+
+    # -- the channel
+
+    def send(self, message: Message) -> None:
+        if self.channel is not None:
+            self.channel.send(message)
+
+    def close_channel(self) -> None:
+        if self.channel is not None:
+            self.channel.flush_blocking()
+            self.channel.close()
+
+    def on_message(self, message: Message) -> None:
+        kind = message.get("type")
+        if kind == "stop":
+            timeout = float(message.get("timeout", self.config.graceful_timeout))
+            self.request_stop(timeout, str(message.get("reason") or "stop requested by the master"))
+        elif kind == "dump-stacks":
+            faulthandler.dump_traceback(file=self.args.stacks_sock.fileno(), all_threads=True)
+        elif kind == "reopen-logs":
+            from asynccluster.logs import reopen_log_files
+
+            reopen_log_files()
+
+    def on_master_gone(self) -> None:
+        """Channel EOF: the master died (or closed us off). Finish quickly; no orphans."""
+        self.arm_hard_deadline(ORPHAN_DRAIN_TIMEOUT + ORPHAN_EXIT_MARGIN)
+        self.request_stop(min(ORPHAN_DRAIN_TIMEOUT, self.config.graceful_timeout), "the master is gone")
+
+    def on_sigterm(self, signum: int, frame: Any) -> None:
+        """SIGTERM: from an operator, or the parent-death signal when the master died."""
+        if os.getppid() != self.args.master_pid:
+            timeout, reason = min(ORPHAN_DRAIN_TIMEOUT, self.config.graceful_timeout), "the master is gone"
+        else:
+            timeout, reason = self.config.graceful_timeout, "SIGTERM"
+        self.arm_hard_deadline(timeout + ORPHAN_EXIT_MARGIN)
+        self.loop.call_soon_threadsafe(self.request_stop, timeout, reason)
+
+    def arm_hard_deadline(self, seconds: float) -> None:
+        """If this process still runs in ``seconds`` (its loop is blocked, so the graceful
+        path cannot run), faulthandler's own thread dumps the stacks and exits the process."""
+        faulthandler.dump_traceback_later(seconds, exit=True, file=self.args.stacks_sock.fileno())
+
+    def request_stop(self, timeout: float, reason: str) -> None:
+        if not self.stop_future.done():
+            self.stop_future.set_result((timeout, reason))
+
+    # -- the heartbeat: from this loop, so a blocked loop stops it (DESIGN.md §3)
+
+    async def heartbeat(self) -> None:
+        expected = self.loop.time() + HEARTBEAT_INTERVAL
+        while True:
+            await asyncio.sleep(max(0.0, expected - self.loop.time()))
+            now = self.loop.time()
+            lag = max(0.0, now - expected)
+            expected = now + HEARTBEAT_INTERVAL
+            self.send_heartbeat(lag)
+
+    def send_heartbeat(self, lag: float) -> None:
+        try:
+            metrics = app_metrics_snapshot()
+        except Exception:  # an app's metric must never stop the heartbeat
+            logger.exception("asynccluster.metrics.snapshot() failed")
+            metrics = None
+        self.send(
+            {
+                "type": "heartbeat",
+                "stats": self.stats.snapshot() if self.stats is not None else {},
+                "loop_lag": round(lag, 6),
+                "rss": rss_bytes(),
+                "cpu": cpu_seconds(),
+                "app_metrics": metrics,
+                "time": time.time(),
+            }
+        )

@@ -1,0 +1,451 @@
+"""One client connection: transport <-> sans-IO parser <-> ASGI cycles (issue 2).
+
+Life of a read (``data_received``):
+
+1. the parser is fed the bytes and calls back ``on_request`` / ``on_body`` /
+   ``on_request_complete``; each request head becomes a :class:`Cycle` queued in
+   ``pipeline`` (responses must go out in request order, RFC 9112 §9.3.2);
+2. :meth:`_run_pipeline` runs the queued cycles' apps eagerly, one at a time, in order;
+3. everything the responses wrote meanwhile leaves in ONE ``transport.write``.
+
+An app that suspends becomes a Task; the pipeline waits for its response to complete and
+then continues (from a loop callback, never nested inside the app's own frame).
+
+Timeouts are not one timer per request: each connection keeps ``deadline``/``timer`` and
+the server's once-a-tick sweep (:meth:`check_timeout`) closes the ones that ran out:
+``IDLE`` (keep-alive idle, closed silently) and ``HEADER`` (a request head is being
+received: 408, RFC 9110 §15.5.9).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, cast
+
+from asynccluster.http.errors import ProtocolError
+from asynccluster.http.parser import RequestHead, RequestParser
+from asynccluster.http.response import ResponseWriter, error_response
+from asynccluster.worker.cycle import Cycle
+from asynccluster.worker.flow import BODY, FLUSH_THRESHOLD, PIPELINE, FlowControl
+from asynccluster.worker.state import ServerState
+
+logger = logging.getLogger("asynccluster.worker")
+
+PROXY_HEADERS = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-proto"))
+
+# Timer kinds (what ``deadline`` means)
+NONE = 0  # a request is being answered: the app takes the time it needs
+IDLE = 1  # between requests (keep-alive), or a fresh connection: close silently
+HEADER = 2  # part of a request head received: 408 then close
+LINGER = 3  # error response sent, write side shut: close for good
+
+# After an error response we half-close and read (discarding) until the client closes, for at
+# most this long, so it reads our response instead of a reset (RFC 9112 §9.6 "lingering close").
+LINGER_SECONDS = 2.0
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = (
+        "accepting",
+        "active",
+        "client",
+        "closed",
+        "closing",
+        "deadline",
+        "error_status",
+        "flow",
+        "fresh",
+        "out",
+        "out_size",
+        "parser",
+        "pipeline",
+        "reading",
+        "scope_template",
+        "state",
+        "timer",
+        "transport",
+        "trusted",
+        "writer",
+    )
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.parser = RequestParser(self, state.limits)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.flow: FlowControl = None  # type: ignore[assignment]
+        self.pipeline: deque[Cycle] = deque()
+        self.active: Cycle | None = None  # pipeline[0] once its app has been started
+        self.reading: Cycle | None = None  # the cycle whose body the parser is delivering
+        self.out: list[bytes] | None = None  # non-None while coalescing writes
+        self.out_size = 0
+        self.accepting = True  # False once a request said Connection: close (later ones are ignored)
+        self.closing = False  # close once the output is flushed
+        self.closed = False
+        # No request received yet. Drain answers a fresh connection's first request (with
+        # Connection: close) instead of closing it: the client was accepted and is about to
+        # talk, and it may not retry on a new connection (uvicorn #2757; issue 4).
+        self.fresh = True
+        self.error_status = 0  # a request error to answer once earlier responses are out
+        self.timer = IDLE
+        self.deadline = 0.0
+        self.client: tuple[str, int] | None = None
+        self.trusted = False
+        self.scope_template: dict[str, Any] = {}
+        # One response at a time per connection (pipeline order), so one writer is reused.
+        self.writer = ResponseWriter(state.server_header)
+
+    # ------------------------------------------------------------ connection events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses: cast, don't check.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        self.flow = FlowControl(transport)
+        state = self.state
+        state.connections.add(self)
+        state.stats.connections += 1
+        self.client = client = _address(transport.get_extra_info("peername"))
+        server = _address(transport.get_extra_info("sockname"))
+        if server is None:  # a unix socket: ASGI wants (path, None)
+            server = (str(transport.get_extra_info("sockname") or ""), None)  # type: ignore[assignment]
+        proxies = state.proxies
+        self.trusted = proxies is not None and proxies.trusts(client[0] if client else None)
+        self.scope_template = {
+            "type": "http",
+            "asgi": state.asgi,
+            "http_version": "1.1",
+            "scheme": "http",
+            "server": server,
+            "client": client,
+            "root_path": state.root_path,
+            "extensions": {},
+        }
+        # A fresh connection gets header_timeout to start talking, then is closed silently.
+        self.timer = IDLE
+        self.deadline = state.now + state.header_grace
+        if state.limit_concurrency and len(state.connections) > state.limit_concurrency:
+            # Over the limit: answer the first request with 503 (reading it first, so the
+            # client sees the response rather than a reset) and close.
+            self.error_status = 503
+            logger.warning("connection limit (%d) reached: answering 503", state.limit_concurrency)
+        # Accepted while draining (uvloop accepted it before the listener closed): it is
+        # served like any fresh connection, its one response saying Connection: close.
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        state = self.state
+        state.connections.discard(self)
+        state.stats.connections -= 1
+        pending = self.pipeline
+        state.stats.in_flight -= len(pending)
+        for cycle in pending:
+            cycle.disconnect()
+        pending.clear()
+        if self.reading is not None:
+            self.reading.disconnect()
+            self.reading = None
+        self.active = None
+        self.timer = NONE
+        self.flow.resume_writing()  # wake any send() waiting for drain: it will see the disconnect
+        if state.draining and not state.connections:
+            state.all_closed.set()
+
+    def eof_received(self) -> bool | None:
+        # The client shut its sending side. From here a half-close and a full close look the
+        # same, and an app waiting in receive() must learn that the client is gone, so we close
+        # (connection_lost then delivers http.disconnect), as uvicorn and gunicorn do.
+        return None
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    # ------------------------------------------------------------ reading
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # after an error response (lingering) or Connection: close: discard
+        if self.timer != HEADER and not self.pipeline and self.reading is None:
+            # The first bytes of a request head: it must be complete within header_timeout.
+            self.timer = HEADER
+            self.deadline = self.state.now + self.state.header_grace
+        self.out = []
+        self.out_size = 0
+        try:
+            self.parser.feed(data)
+        except ProtocolError as exc:
+            self._request_error(exc.status, exc.reason)
+        pipeline = self.pipeline
+        if pipeline and self.active is None:
+            # Run the queued apps in order (inline _run_pipeline: this is every request's path).
+            while pipeline and self.active is None and not self.closing:
+                self.active = cycle = pipeline[0]
+                cycle.run()
+            if self.flow.read_paused_for & PIPELINE and len(pipeline) <= self.state.limit_pipeline:
+                self.flow.resume_reading(PIPELINE)
+            if self.error_status and not pipeline:
+                self._send_request_error()
+        elif self.error_status and not pipeline:
+            self._send_request_error()
+        # End of the batch: everything the responses of this read wrote leaves in one write.
+        out = self.out
+        self.out = None
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self.closing:
+            self._close_now()
+
+    def on_request(self, head: RequestHead) -> None:
+        """A request head arrived: queue a cycle for it."""
+        if not self.accepting or self.error_status:
+            # After Connection: close nothing more is answered (RFC 9112 §9.6); stop reading.
+            self.flow.pause_reading(PIPELINE)
+            return
+        state = self.state
+        keep_alive = head.keep_alive and not state.draining
+        scope = self.scope_template.copy()
+        scope["method"] = head.method
+        if state.root_path:
+            scope["path"] = state.root_path + head.path
+            scope["raw_path"] = state.root_path.encode() + head.raw_path
+        else:
+            scope["path"] = head.path
+            scope["raw_path"] = head.raw_path
+        scope["query_string"] = head.query_string
+        scope["headers"] = head.headers
+        if head.http_version != "1.1":
+            scope["http_version"] = head.http_version
+        scope["state"] = state.lifespan_state.copy()
+        if self.trusted:
+            # Most requests carry no proxy header: look before calling the resolver.
+            for name, _ in head.headers:
+                if name in PROXY_HEADERS:
+                    proxies = state.proxies
+                    assert proxies is not None
+                    scope["client"], scope["scheme"] = proxies.resolve(head.headers, scope["client"], scope["scheme"])
+                    break
+        self.fresh = False
+        cycle = Cycle(self, scope, keep_alive, head.expect_continue)
+        if head.upgrade is not None:
+            # The parser holds the bytes after a WebSocket handshake. WebSocket is not served
+            # here, so the app answers it as plain HTTP (RFC 9110 §7.8: a server may ignore
+            # Upgrade) and parsing resumes after the response.
+            logger.info("WebSocket upgrade request for %s answered as HTTP (not supported)", head.path)
+            cycle.upgrade = True
+        if not keep_alive:
+            self.accepting = False
+        self.reading = cycle
+        pipeline = self.pipeline
+        pipeline.append(cycle)
+        state.stats.in_flight += 1
+        self.timer = NONE
+        if len(pipeline) > state.limit_pipeline:
+            self.flow.pause_reading(PIPELINE)
+
+    def on_body(self, data: bytes) -> None:
+        cycle = self.reading
+        if cycle is not None:
+            cycle.feed_body(data)
+
+    def on_request_complete(self) -> None:
+        cycle = self.reading
+        if cycle is not None:
+            self.reading = None
+            cycle.body_complete = True
+            if cycle.waiter is not None:
+                cycle.wake()
+
+    # ------------------------------------------------------------ running the pipeline
+
+    def _run_pipeline(self) -> None:
+        """Start queued apps in order while the previous response is complete."""
+        pipeline = self.pipeline
+        while pipeline and self.active is None and not self.closing:
+            self.active = cycle = pipeline[0]
+            cycle.run()
+        if self.flow.read_paused_for & PIPELINE and len(pipeline) <= self.state.limit_pipeline:
+            self.flow.resume_reading(PIPELINE)
+        if self.error_status and not pipeline:
+            self._send_request_error()
+
+    def _run_pipeline_later(self) -> None:
+        """The pipeline continued from a loop callback (after a Task completed a response)."""
+        if self.closed:
+            return
+        self.out = []
+        self.out_size = 0
+        self._run_pipeline()
+        self._end_batch()
+
+    def response_complete(self, cycle: Cycle, keep_alive: bool) -> None:
+        """Called by the cycle when its last body byte was written."""
+        pipeline = self.pipeline
+        if not pipeline or pipeline[0] is not cycle:
+            return  # the connection was lost meanwhile
+        pipeline.popleft()
+        self.active = None
+        self.state.stats.in_flight -= 1
+        if self.reading is cycle and not cycle.body_complete:
+            # The app answered without reading the whole body. If the client is waiting for
+            # 100 Continue it may never send the body, so the connection cannot be reused.
+            if cycle.expect_continue:
+                keep_alive = False
+            self.flow.resume_reading(BODY)
+        if not keep_alive:
+            self._close_after_flush()
+            return
+        if cycle.upgrade:
+            self._resume_parser()
+        if not pipeline:
+            if self.reading is None:
+                self.timer = IDLE
+                self.deadline = self.state.now + self.state.keep_alive_grace
+            else:
+                self.timer = NONE  # the rest of the unread body is still arriving (and dropped)
+        if self.out is None:
+            if pipeline:
+                self.state.loop.call_soon(self._run_pipeline_later)
+            elif self.error_status:
+                self._run_pipeline_later()
+
+    def _resume_parser(self) -> None:
+        """Parse what the parser held back after an Upgrade request that we answered as HTTP."""
+        try:
+            self.parser.resume()
+        except ProtocolError as exc:
+            self._request_error(exc.status, exc.reason)
+
+    # ------------------------------------------------------------ writing
+
+    def write(self, data: bytes) -> None:
+        out = self.out
+        if out is None:
+            self.transport.write(data)
+            return
+        out.append(data)
+        self.out_size += len(data)
+        if self.out_size > FLUSH_THRESHOLD:
+            self.out = []
+            self.out_size = 0
+            self.transport.write(b"".join(out))
+
+    def _end_batch(self) -> None:
+        """Write what the batch coalesced (one transport.write) and leave batching mode."""
+        out = self.out
+        self.out = None
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self.closing:
+            self._close_now()
+
+    def _close_now(self) -> None:
+        """Closing was asked for and the output is flushed: close (or half-close and linger)."""
+        if self.closed or self.out is not None:
+            return
+        if self.timer == LINGER:
+            self._linger()
+        else:
+            self.transport.close()
+
+    def _close_after_flush(self) -> None:
+        self.closing = True
+        self.accepting = False
+        self._close_now()
+
+    def abort_response(self, cycle: Cycle) -> None:
+        """A response that cannot be completed: send what is buffered, then close."""
+        cycle.disconnect()
+        self._close_after_flush()
+
+    # ------------------------------------------------------------ errors and timeouts
+
+    def _request_error(self, status: int, reason: str) -> None:
+        """The parser rejected the input: answer ``status`` after earlier responses, then close."""
+        logger.debug("bad request from %s: %d %s", self.client, status, reason)
+        self.accepting = False
+        self.flow.pause_reading(PIPELINE)
+        cycle = self.reading
+        self.reading = None
+        if cycle is None or cycle.response_complete:
+            # A bad head (answered after earlier responses) or a bad body after the response.
+            self.error_status = status if cycle is None else 0
+            if cycle is not None:
+                self._close_after_flush()
+            return
+        if cycle.response_started:
+            self.abort_response(cycle)  # its body broke mid-response: nothing sensible to add
+            return
+        # Its body is bad and nothing was sent: the error response replaces the app's.
+        self.error_status = status
+        cycle.disconnect()
+        if cycle in self.pipeline:
+            self.pipeline.remove(cycle)
+            self.state.stats.in_flight -= 1
+        if self.active is cycle:
+            self.active = None
+
+    def _send_request_error(self) -> None:
+        status = self.error_status
+        self.error_status = 0
+        self.state.stats.record_response(status, 0.0)
+        self.write(self.error_bytes(status))
+        self.closing = True
+        self.timer = LINGER
+        self.deadline = self.state.now + LINGER_SECONDS + self.state.tick
+        self._close_now()
+
+    def error_bytes(self, status: int) -> bytes:
+        state = self.state
+        return error_response(status, server_header=state.server_header, date=state.date)
+
+    def _linger(self) -> None:
+        """Half-close after an error response and read until the client closes (or LINGER)."""
+        transport = self.transport
+        self.flow.resume_reading(PIPELINE | BODY)
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+                return
+            except (OSError, RuntimeError):
+                pass
+        transport.close()
+
+    def check_timeout(self, now: float) -> None:
+        """Called by the server's sweep once a tick."""
+        timer = self.timer
+        if timer == NONE or now < self.deadline or self.closed:
+            return
+        self.timer = NONE
+        if timer == HEADER:
+            logger.debug("request head from %s not complete in time: 408", self.client)
+            self.error_status = 408
+            self._send_request_error()
+        else:
+            self.transport.close()
+
+    def shutdown(self) -> None:
+        """Graceful drain: close if idle, else let in-flight requests finish with Connection: close."""
+        if self.closed:
+            return
+        if not self.pipeline and self.timer != HEADER and not self.fresh:
+            self.transport.close()
+            return
+        if self.pipeline:
+            # Answer what was received; the last response says Connection: close. (With an
+            # empty pipeline a head is being received: on_request gives it keep_alive=False.)
+            self.accepting = False
+            self.pipeline[-1].keep_alive = False
+
+    def force_close(self) -> None:
+        if not self.closed:
+            self.transport.abort()
+
+
+def _address(value: Any) -> tuple[str, int] | None:
+    """An ASGI (host, port) from a socket address; None for unix sockets and unknowns."""
+    if isinstance(value, (tuple, list)) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    return None

@@ -1,0 +1,170 @@
+"""The worker's HTTP server: lifespan, listeners, the tick, graceful drain (issue 2).
+
+The cluster's worker entry (worker/main.py) drives it in each worker process::
+
+    server = Server(config, app, stats=stats, worker_id=slot)
+    await server.startup()                  # lifespan; LifespanFailure -> exit code LIFESPAN
+    await server.start_serving(socks)       # then report "ready"
+    ...
+    forced = await server.drain(config.graceful_timeout)
+    await server.shutdown()                 # lifespan shutdown
+
+:func:`serve` does the same for tests and single-process runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import Any
+
+from asynccluster.config import Config
+from asynccluster.observe.stats import WorkerStats
+from asynccluster.worker.asgi2 import as_asgi3
+from asynccluster.worker.lifespan import Lifespan
+from asynccluster.worker.protocol import HttpProtocol
+from asynccluster.worker.state import ServerState
+
+logger = logging.getLogger("asynccluster.worker")
+
+
+def tick_interval(config: Config) -> float:
+    """How often timeouts are checked: 1 s, finer when a timeout is short (never below 20 ms)."""
+    shortest = min(config.timeout_keep_alive, config.header_timeout)
+    return max(0.02, min(1.0, shortest / 4))
+
+
+class Server:
+    """One worker's ASGI server over any number of listening sockets."""
+
+    def __init__(
+        self, config: Config, app: Any, *, stats: WorkerStats | None = None, worker_id: int | None = None
+    ) -> None:
+        self.config = config
+        self.app = as_asgi3(app)
+        self.stats = stats if stats is not None else WorkerStats()
+        self.worker_id = worker_id
+        self.lifespan = Lifespan(self.app, config.lifespan, shutdown_timeout=config.graceful_timeout)
+        self._servers: list[asyncio.AbstractServer] = []
+        self._state: ServerState | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._second = 0
+
+    @property
+    def state(self) -> ServerState:
+        if self._state is None:
+            self._state = ServerState(
+                self.config,
+                self.app,
+                self.stats,
+                asyncio.get_running_loop(),
+                worker_id=self.worker_id,
+                tick=tick_interval(self.config),
+            )
+        return self._state
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def startup(self) -> None:
+        """Lifespan startup (per --lifespan); raises LifespanFailure with the reason."""
+        await self.lifespan.startup()
+        self.state.lifespan_state = self.lifespan.state
+
+    async def start_serving(self, socks: list[socket.socket]) -> None:
+        """Serve every listening socket (TCP or unix) on this loop."""
+        state = self.state
+        loop = state.loop
+
+        def factory() -> HttpProtocol:
+            return HttpProtocol(state)
+
+        for sock in socks:
+            if sock.family == socket.AF_UNIX:
+                server = await loop.create_unix_server(factory, sock=sock, backlog=self.config.backlog)
+            else:
+                server = await loop.create_server(factory, sock=sock, backlog=self.config.backlog)
+            self._servers.append(server)
+        if self._ticker is None:
+            self._schedule_tick()
+
+    async def drain(self, timeout: float) -> int:
+        """Stop accepting, finish in-flight requests (Connection: close), close idle connections.
+
+        Waits up to ``timeout`` seconds, then force-closes what is left and cancels app tasks
+        still running. Returns how many connections had to be force-closed.
+        """
+        state = self.state
+        state.draining = True
+        for server in self._servers:
+            server.close()
+        self._servers.clear()
+        state.all_closed.clear()
+        for connection in list(state.connections):
+            connection.shutdown()
+        deadline = state.loop.time() + timeout
+        if state.connections:
+            try:
+                await asyncio.wait_for(state.all_closed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        forced = len(state.connections)
+        if forced:
+            logger.warning("graceful timeout (%.1fs): force-closing %d connection(s)", timeout, forced)
+            for connection in list(state.connections):
+                connection.force_close()
+        await self._finish_tasks(deadline - state.loop.time())
+        return forced
+
+    async def _finish_tasks(self, remaining: float) -> None:
+        """App tasks still running (e.g. background work after a response): wait, then cancel."""
+        tasks = set(self.state.tasks)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, remaining))
+        if pending:
+            logger.warning("cancelling %d app task(s) still running after the graceful timeout", len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+
+    async def shutdown(self) -> None:
+        """Lifespan shutdown; stops the tick."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        await self.lifespan.shutdown()
+
+    def connection_count(self) -> int:
+        return len(self._state.connections) if self._state is not None else 0
+
+    # ------------------------------------------------------------ the tick
+
+    def _schedule_tick(self) -> None:
+        state = self.state
+        self._ticker = state.loop.call_later(state.tick, self._tick)
+
+    def _tick(self) -> None:
+        """Refresh the clock and (once a second) the date header; expire timed-out connections."""
+        state = self.state
+        state.now = now = state.loop.time()
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            state.refresh_date()
+        for connection in tuple(state.connections):
+            connection.check_timeout(now)
+        self._schedule_tick()
+
+
+async def serve(config: Config, app: Any, socks: list[socket.socket], stop: asyncio.Event) -> None:
+    """Start, serve until ``stop`` is set, drain (config.graceful_timeout), shut down."""
+    server = Server(config, app)
+    await server.startup()
+    await server.start_serving(socks)
+    try:
+        await stop.wait()
+    finally:
+        await server.drain(config.graceful_timeout)
+        await server.shutdown()

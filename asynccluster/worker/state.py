@@ -1,0 +1,111 @@
+"""What every connection of one worker shares: settings in hot-path form, counters, the clock.
+
+Built once by :class:`asynccluster.worker.server.Server`; each :class:`HttpProtocol` holds a
+reference, so per-connection setup is a handful of attribute reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from typing import TYPE_CHECKING, Any
+
+from asynccluster.config import Config
+from asynccluster.http.limits import Limits
+from asynccluster.http.proxy import TrustedProxies
+from asynccluster.http.response import date_header
+from asynccluster.observe.stats import WorkerStats
+from asynccluster.worker.accesslog import AccessLog
+from asynccluster.worker.asgi2 import ASGIApp
+from asynccluster.worker.lifespan import ASGI_VERSION
+
+if TYPE_CHECKING:
+    from asynccluster.worker.protocol import HttpProtocol
+
+SERVER_HEADER_VALUE = b"asynccluster"
+
+
+def limits_from_config(config: Config) -> Limits:
+    """The parser's limits from the worker's settings (http/ does not read Config itself)."""
+    return Limits(
+        request_line=config.limit_request_line,
+        header_fields=config.limit_request_fields,
+        header_size=config.limit_request_header_size,
+        body=config.limit_request_body,
+    )
+
+
+class ServerState:
+    """Per-worker state shared by all connections. Mutated only on the event loop."""
+
+    __slots__ = (
+        "access_log",
+        "all_closed",
+        "app",
+        "asgi",
+        "connections",
+        "context",
+        "date",
+        "draining",
+        "header_grace",
+        "header_timeout",
+        "keep_alive_grace",
+        "keep_alive_timeout",
+        "lifespan_state",
+        "limit_concurrency",
+        "limit_pipeline",
+        "limits",
+        "loop",
+        "now",
+        "proxies",
+        "root_path",
+        "server_header",
+        "stats",
+        "tasks",
+        "tick",
+    )
+
+    def __init__(
+        self,
+        config: Config,
+        app: ASGIApp,
+        stats: WorkerStats,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        worker_id: int | None = None,
+        tick: float = 1.0,
+    ) -> None:
+        self.app = app
+        self.loop = loop
+        self.stats = stats
+        self.limits = limits_from_config(config)
+        self.root_path = config.root_path
+        self.asgi = dict(ASGI_VERSION)
+        self.lifespan_state: dict[str, Any] = {}
+        self.connections: set[HttpProtocol] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.access_log = AccessLog(config.access_log_format, worker_id) if config.access_log else None
+        self.proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None
+        self.server_header: bytes | None = SERVER_HEADER_VALUE if config.server_header else None
+        self.date: bytes | None = date_header(time.time()) if config.date_header else None
+        self.keep_alive_timeout = config.timeout_keep_alive
+        self.header_timeout = config.header_timeout
+        self.limit_concurrency = config.limit_concurrency
+        self.limit_pipeline = max(1, config.limit_pipeline)
+        self.draining = False
+        self.all_closed = asyncio.Event()
+        # Each request runs in a copy of this context (a fresh one per request, so nothing an
+        # app sets in a contextvar leaks into the next request on the connection).
+        self.context = contextvars.copy_context()
+        # The coarse clock for timeouts: loop.time() as of the last tick. Deadlines add one
+        # tick, so a timeout never fires early; it may fire up to one tick late.
+        self.tick = tick
+        self.now = loop.time()
+        self.header_grace = self.header_timeout + tick  # deadline = now + grace
+        self.keep_alive_grace = self.keep_alive_timeout + tick
+
+    def refresh_date(self) -> None:
+        """Called by the server's timer once a second (not per request)."""
+        if self.date is not None:
+            self.date = date_header(time.time())

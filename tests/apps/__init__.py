@@ -1,0 +1,1 @@
+"""ASGI apps used by the integration tests (started in real worker processes)."""

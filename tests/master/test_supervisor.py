@@ -1,0 +1,332 @@
+"""The supervisor's logic against a fake spawner (no processes): DESIGN.md §5."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+import pytest
+
+from asynccluster import exitcodes
+from asynccluster.config import Config
+from asynccluster.master.policy import Timing
+from asynccluster.master.signals import SignalRouter
+from asynccluster.master.supervisor import Supervisor
+from tests.master.fakes import FakeProcess, FakeSpawner, fail_with
+
+FAST = Timing(
+    heartbeat_interval=0.0,
+    backoff_base=0.01,
+    backoff_cap=0.05,
+    stable_after=100.0,
+    kill_grace=0.05,
+    stacks_wait=0.5,
+    stacks_quiet=0.01,
+    startup_attempts=3,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(spawner: FakeSpawner, workers: int = 2, clock: FakeClock | None = None, **settings: Any) -> Supervisor:
+    config = Config(app="tests.apps.basic:app", workers=workers, graceful_timeout=1.0, **settings)
+    return Supervisor(config, spawner, None, timing=FAST, clock=clock or FakeClock())
+
+
+async def started(supervisor: Supervisor, spawner: FakeSpawner) -> asyncio.Task[int]:
+    task = asyncio.create_task(supervisor.serve())
+    await spawner.until(lambda: supervisor.state == "running")
+    return task
+
+
+async def stop(supervisor: Supervisor, task: asyncio.Task[int]) -> int:
+    await supervisor.stop()
+    return await asyncio.wait_for(task, 5)
+
+
+def current(supervisor: Supervisor, slot: int) -> FakeProcess:
+    handle = supervisor.slots[slot].current
+    assert handle is not None and handle.process is not None
+    return handle.process  # type: ignore[return-value]
+
+
+async def test_starts_the_desired_workers_and_stops_cleanly() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=3)
+    task = await started(supervisor, spawner)
+    assert sorted(p.slot for p in spawner.live()) == [0, 1, 2]
+    assert supervisor.ready
+    status = supervisor.status()
+    assert [w["state"] for w in status["workers"]] == ["ready"] * 3
+    assert status["state"] == "running"
+    assert await stop(supervisor, task) == exitcodes.OK
+    assert all(p.sent[-1]["type"] == "stop" for p in spawner.processes)
+
+
+async def test_a_crashed_worker_is_respawned_into_the_same_slot() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2)
+    task = await started(supervisor, spawner)
+    victim = current(supervisor, 1)
+    victim.exit(-signal.SIGKILL)
+    await spawner.until(lambda: len(spawner.processes) == 3 and supervisor.ready and supervisor.state == "running")
+    replacement = spawner.processes[-1]
+    assert replacement.slot == 1
+    assert replacement.handle.incarnation == 2
+    assert supervisor.slots[1].restarts == 1
+    assert "signal SIGKILL" in supervisor.slots[1].last_exit
+    assert current(supervisor, 0) is spawner.processes[0]  # the other slot is untouched
+    await stop(supervisor, task)
+
+
+async def test_backoff_grows_for_early_deaths_and_resets_after_a_stable_period() -> None:
+    spawner = FakeSpawner()
+    clock = FakeClock()
+    supervisor = make(spawner, workers=1, clock=clock)
+    task = await started(supervisor, spawner)
+    slot = supervisor.slots[0]
+    for deaths in range(1, 4):
+        current(supervisor, 0).exit(1)
+        assert slot.failures == deaths
+        if deaths == 1:
+            assert slot.respawn_timer is None  # the first early death respawns at once
+        else:
+            assert slot.respawn_timer is not None  # later ones wait (exponential backoff)
+        await spawner.until(lambda n=deaths: len(spawner.processes) == n + 1 and supervisor.ready)
+    clock.now += FAST.stable_after + 1  # the worker has now served for a stable period
+    current(supervisor, 0).exit(1)
+    assert slot.failures == 1
+    await spawner.until(lambda: len(spawner.processes) == 5)
+    await stop(supervisor, task)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (exitcodes.APP_IMPORT, "could not import module 'nope'"),
+        (exitcodes.LIFESPAN, "lifespan startup failed: RuntimeError"),
+    ],
+)
+async def test_a_broken_app_stops_the_cluster_with_its_exit_code(code: int, reason: str, caplog: Any) -> None:
+    spawner = FakeSpawner(on_spawn=fail_with(code, reason))
+    supervisor = make(spawner, workers=3)
+    result = await asyncio.wait_for(supervisor.serve(), 5)
+    assert result == code
+    assert len(spawner.processes) == 3  # no respawn at all
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and reason in errors[0]  # one clear message
+
+
+async def test_a_crash_loop_before_any_ready_gives_up_with_never_ready() -> None:
+    spawner = FakeSpawner(on_spawn=lambda p: p.later(p.exit, -signal.SIGSEGV))
+    supervisor = make(spawner, workers=1)
+    result = await asyncio.wait_for(supervisor.serve(), 5)
+    assert result == exitcodes.NEVER_READY
+    assert len(spawner.processes) == FAST.startup_attempts
+
+
+async def test_a_worker_never_ready_within_ready_timeout_is_killed_after_a_stack_dump() -> None:
+    spawner = FakeSpawner(on_spawn=lambda p: None)  # never says ready
+    supervisor = make(spawner, workers=1, ready_timeout=0.05)
+    result = await asyncio.wait_for(supervisor.serve(), 5)
+    assert result == exitcodes.NEVER_READY
+    process = spawner.processes[0]
+    assert process.signals[:2] == [signal.SIGUSR2, signal.SIGKILL]
+
+
+async def test_a_hung_worker_dumps_stacks_then_is_killed_and_replaced(caplog: Any) -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=1, timeout=0.05)
+    task = await started(supervisor, spawner)
+    hung = current(supervisor, 0)  # sends no heartbeat: its loop is "blocked"
+    await spawner.until(lambda: len(spawner.processes) == 2)
+    assert hung.signals == [signal.SIGUSR2, signal.SIGKILL]
+    stack_lines = [r for r in caplog.records if "spin_forever" in r.getMessage()]
+    assert stack_lines and stack_lines[0].tag == f"worker 0 pid {hung.pid}"
+    assert spawner.processes[1].slot == 0
+    await stop(supervisor, task)
+
+
+async def test_heartbeats_keep_a_worker_alive() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=1, timeout=0.2)
+    task = await started(supervisor, spawner)
+    worker = current(supervisor, 0)
+    for _ in range(6):  # 6 x 0.1 s > timeout: only heartbeats keep it from being killed
+        worker.heartbeat(stats={"requests": 1}, rss=1)
+        await asyncio.sleep(0.1)
+    assert worker.signals == []
+    assert supervisor.status()["workers"][0]["heartbeat"]["stats"] == {"requests": 1}
+    await stop(supervisor, task)
+
+
+async def test_reload_starts_each_new_worker_before_the_old_one_is_told_to_drain() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=3, reload_batch=1)
+    task = await started(supervisor, spawner)
+    old = {slot: current(supervisor, slot).pid for slot in range(3)}
+    result = await supervisor.reload()
+    assert result.ok and result.replaced == 3
+    journal = spawner.journal
+    for slot in range(3):
+        new = current(supervisor, slot)
+        assert new.pid != old[slot]
+        assert journal.index(("ready", slot, new.pid)) < journal.index(("stop", slot, old[slot]))
+    # batches of one: the second new worker is spawned only after the first is ready
+    spawns = [entry for entry in journal if entry[0] == "spawn"][3:]
+    readies = [entry for entry in journal if entry[0] == "ready"][3:]
+    assert journal.index(readies[0]) < journal.index(spawns[1])
+    await stop(supervisor, task)
+
+
+async def test_a_reload_onto_broken_code_is_rolled_back_and_the_old_workers_keep_serving() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=3)
+    task = await started(supervisor, spawner)
+    old = [current(supervisor, slot) for slot in range(3)]
+    spawned = 0
+
+    def second_new_one_is_broken(process: FakeProcess) -> None:
+        nonlocal spawned
+        spawned += 1
+        if spawned == 2:
+            fail_with(exitcodes.APP_IMPORT, "SyntaxError in app.py")(process)
+        else:
+            process.later(process.ready)
+
+    spawner.on_spawn = second_new_one_is_broken
+    result = await supervisor.reload()
+    assert not result.ok and "SyntaxError" in result.error
+    assert [current(supervisor, slot) for slot in range(3)] == old
+    assert all(not p.exited and not any(m["type"] == "stop" for m in p.sent) for p in old)
+    first_new = spawner.processes[3]
+    await spawner.until(lambda: first_new.exited)  # the replaced slot was rolled back
+    assert first_new.sent[-1]["type"] == "stop"
+    assert len(spawner.processes) == 5  # the reload stopped at the broken one
+    assert supervisor.state == "running"
+    await stop(supervisor, task)
+
+
+async def test_scale_up_and_down() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2)
+    task = await started(supervisor, spawner)
+    result = await supervisor.scale(4)
+    assert result.ok and result.after == 4
+    assert sorted(supervisor.slots) == [0, 1, 2, 3]
+    result = await supervisor.scale(1)
+    assert result.ok and result.before == 4 and result.after == 1
+    assert sorted(supervisor.slots) == [0]
+    assert sorted(p.slot for p in spawner.live()) == [0]
+    assert (await supervisor.scale(0)).ok is False
+    await stop(supervisor, task)
+
+
+async def test_restart_of_one_slot_and_of_a_missing_slot() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2)
+    task = await started(supervisor, spawner)
+    before = current(supervisor, 1).pid
+    result = await supervisor.restart(1)
+    assert result.ok and result.old_pid == before and result.new_pid == current(supervisor, 1).pid
+    missing = await supervisor.restart(7)
+    assert not missing.ok and "no worker slot 7" in missing.error
+    await stop(supervisor, task)
+
+
+async def test_max_requests_recycles_one_worker_at_a_time() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2, max_requests=10)
+    task = await started(supervisor, spawner)
+    first, second = current(supervisor, 0), current(supervisor, 1)
+    spawner.on_spawn = lambda p: None  # the replacement takes its time to become ready
+    first.heartbeat(stats={"requests": 10})
+    second.heartbeat(stats={"requests": 10})
+    await spawner.until(lambda: len(spawner.processes) == 3)
+    await asyncio.sleep(0)  # let the second heartbeat's recycle (if any) start
+    assert len(spawner.processes) == 3  # one recycle at a time cluster-wide
+    spawner.processes[2].ready()
+    await spawner.until(lambda: first.exited)
+    second.heartbeat(stats={"requests": 11})
+    await spawner.until(lambda: len(spawner.processes) == 4)
+    await stop(supervisor, task)
+
+
+async def test_a_worker_that_ignores_stop_is_killed_and_the_exit_code_says_forced() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2)
+    task = await started(supervisor, spawner)
+    current(supervisor, 0).obey_stop = False
+    await supervisor.stop()
+    assert await asyncio.wait_for(task, 5) == exitcodes.FORCED
+    assert signal.SIGKILL in spawner.processes[0].signals
+
+
+@pytest.mark.parametrize(
+    ("signum", "expected"),
+    [(signal.SIGHUP, "reload"), (signal.SIGTTIN, "scale-up"), (signal.SIGTTOU, "scale-down")],
+)
+async def test_signals_are_turned_into_operations(signum: int, expected: str) -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2)
+    task = await started(supervisor, spawner)
+    SignalRouter(supervisor).handle(signum)
+    if expected == "reload":
+        await spawner.until(lambda: sum(1 for p in spawner.processes if p.exited) == 2)
+        assert len(spawner.live()) == 2 and len(spawner.processes) == 4
+    elif expected == "scale-up":
+        await spawner.until(lambda: len(spawner.live()) == 3)
+    else:
+        await spawner.until(lambda: len(spawner.live()) == 1)
+        assert supervisor.desired == 1
+    await stop(supervisor, task)
+
+
+async def test_sigint_twice_forces_the_stop() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2)
+    task = await started(supervisor, spawner)
+    for process in spawner.processes:
+        process.obey_stop = False
+    router = SignalRouter(supervisor)
+    router.handle(signal.SIGINT)
+    assert supervisor.state == "stopping" and not supervisor.ready
+    router.handle(signal.SIGINT)
+    assert await asyncio.wait_for(task, 5) == exitcodes.FORCED
+    assert all(signal.SIGKILL in p.signals for p in spawner.processes)
+
+
+async def test_event_callbacks_receive_worker_facts() -> None:
+    spawner = FakeSpawner()
+    events: list[tuple[str, int, int | None, str | None]] = []
+    config = Config(app="x:app", workers=1)
+    supervisor = Supervisor(
+        config,
+        spawner,
+        None,
+        timing=FAST,
+        on_event=lambda e, info: events.append((e, info.slot, info.exitcode, info.signal)),
+    )
+    task = await started(supervisor, spawner)
+    current(supervisor, 0).exit(-signal.SIGKILL)
+    await spawner.until(lambda: len(spawner.processes) == 2 and supervisor.ready)
+    assert ("listening", 0, None, None) in events
+    assert ("exit", 0, None, "SIGKILL") in events
+    await stop(supervisor, task)
+
+
+async def test_cancelling_serve_stops_every_worker_first() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2)
+    task = await started(supervisor, spawner)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert not spawner.live()
