@@ -162,7 +162,7 @@ class Cycle:
             self._send_500()
         elif not self.response_complete:
             logger.error("ASGI app returned without completing the response for %s", self._what())
-            self.protocol.abort_response(self)
+            self._fail_response()
 
     def _app_failed(self, exc: BaseException) -> None:
         self.coro = None
@@ -178,8 +178,16 @@ class Cycle:
         if not self.response_started:
             self._send_500()
         elif not self.response_complete:
-            self.protocol.abort_response(self)
+            self._fail_response()
         # After a complete response (e.g. a background task failed) the connection is fine.
+
+    def _fail_response(self) -> None:
+        """A started response cannot be completed: 500 if no byte of it left yet, else abort."""
+        if self.pending_head:
+            self.pending_head = b""  # the head is still ours: replace the response
+            self._send_500()
+        else:
+            self.protocol.abort_response(self)
 
     def _send_500(self) -> None:
         """The canned 500 (with Connection: close) in place of the app's response."""
@@ -235,8 +243,10 @@ class Cycle:
         protocol = self.protocol
         if kind == "http.response.body" and self.response_started and not self.response_complete:
             # The body path is inline: it runs for every body message of every response.
-            body = message.get("body", b"")
+            body: bytes = message.get("body", b"")  # (bytearray and memoryview work too)
             more_body = message.get("more_body", False)
+            if body.__class__ is not bytes and not isinstance(body, (bytearray, memoryview)):
+                raise self._invalid(f"'body' must be bytes, got {type(body).__name__}")
             writer = protocol.writer
             try:
                 data = writer.body(body) if body else b""
@@ -300,14 +310,16 @@ class Cycle:
             # The client is waiting for 100 Continue that will not come now: it may send the
             # body anyway or not at all (RFC 9110 §10.1.1), so the connection cannot be reused.
             self.keep_alive = keep_alive = False
+        state = protocol.state
         try:
-            self.pending_head = protocol.writer.start(
+            self.pending_head = state.head_cache.start(
+                protocol.writer,
                 status,
                 message.get("headers", ()),
-                head_request=scope["method"] == "HEAD",
-                http_version=scope["http_version"],
-                keep_alive=keep_alive,
-                date=protocol.state.date,
+                scope["method"] == "HEAD",
+                scope["http_version"],
+                keep_alive,
+                state.date,
             )
         except ResponseError as exc:
             raise self._invalid(str(exc)) from None
@@ -322,12 +334,7 @@ class Cycle:
             return self._invalid(f"'body' must be bytes, got {type(body).__name__}")
         # A Content-Length mismatch: this response cannot be completed as the app wrote it.
         error = self._invalid(str(exc))
-        if self.pending_head:
-            # Not one byte of it has been written yet: a 500 can still take its place.
-            self.pending_head = b""
-            self._send_500()
-        else:
-            self.protocol.abort_response(self)
+        self._fail_response()
         return error
 
     def _complete(self, keep_alive: bool) -> None:

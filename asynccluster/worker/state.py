@@ -18,6 +18,7 @@ from asynccluster.http.response import date_header
 from asynccluster.observe.stats import WorkerStats
 from asynccluster.worker.accesslog import AccessLog
 from asynccluster.worker.asgi2 import ASGIApp
+from asynccluster.worker.headcache import HeadCache
 from asynccluster.worker.lifespan import ASGI_VERSION
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class ServerState:
         "context",
         "date",
         "draining",
+        "head_cache",
         "header_grace",
         "header_timeout",
         "keep_alive_grace",
@@ -94,6 +96,7 @@ class ServerState:
         self.limit_concurrency = config.limit_concurrency
         self.limit_pipeline = max(1, config.limit_pipeline)
         self.draining = False
+        self.head_cache = HeadCache()
         self.all_closed = asyncio.Event()
         # Each request runs in a copy of this context (a fresh one per request, so nothing an
         # app sets in a contextvar leaks into the next request on the connection).

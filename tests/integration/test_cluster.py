@@ -96,7 +96,9 @@ def test_a_killed_worker_is_respawned_into_its_slot_and_others_are_unaffected(cl
         respawned_in = time.monotonic() - killed_at
         new_pid = int(match.group(1))
         deadline = time.monotonic() + 5
-        while new_pid not in load.results and time.monotonic() < deadline:
+        # Wait (bounded) until both the respawned worker and slot 0 have answered load requests:
+        # reuseport hashes each new connection, so a handful of requests may all land on one slot.
+        while not {new_pid, ready[0]} <= set(load.results) and time.monotonic() < deadline:
             get_json(cluster.port)  # the new worker serves (on the same socket)
     finally:
         results = load.stop()

@@ -351,6 +351,13 @@ async def test_return_without_response_gives_500(start_server: StartServer, capl
         ([{"type": "http.response.start", "status": 200, "headers": [(b"x", b"a\nb")]}], "invalid response header"),
         ([{"type": "http.response.start", "status": 200, "headers": [(b"bad name", b"v")]}], "invalid response header"),
         (["not a dict"], "must be a dict"),
+        (
+            [
+                {"type": "http.response.start", "status": 200, "headers": []},
+                {"type": "http.response.body", "body": "str"},
+            ],
+            "'body' must be bytes",
+        ),
     ],
 )
 async def test_invalid_messages_are_named_in_the_log(

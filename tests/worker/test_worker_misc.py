@@ -53,3 +53,43 @@ def test_asgi_version_detection() -> None:
     assert not is_asgi2(hello) and not is_asgi2(Asgi3Callable())
     assert as_asgi3(hello) is hello
     assert as_asgi3(Asgi2) is not Asgi2
+
+
+async def test_date_header_is_computed_by_the_tick_not_per_request(monkeypatch: Any) -> None:
+    """Many requests, at most a couple of date computations (one per second boundary)."""
+    import asynccluster.worker.state as state_module
+    from tests.worker.test_worker_protocol_unit import make
+
+    calls: list[float] = []
+    real = state_module.date_header
+
+    def counting(timestamp: float) -> bytes:
+        calls.append(timestamp)
+        return real(timestamp)
+
+    monkeypatch.setattr(state_module, "date_header", counting)
+    protocol, transport = make(hello)
+    computed = len(calls)
+    for n in range(50):
+        protocol.data_received(b"GET /%d HTTP/1.1\r\nhost: t\r\n\r\n" % n)
+    assert len(calls) == computed == 1  # once at startup, none per request
+    assert transport.data.count(protocol.state.date or b"?") == 50
+
+
+async def test_tick_refreshes_the_date_once_per_second(monkeypatch: Any) -> None:
+    import asynccluster.worker.server as server_module
+    import asynccluster.worker.state as state_module
+
+    calls: list[float] = []
+    monkeypatch.setattr(state_module, "date_header", lambda ts: calls.append(ts) or b"date: x\r\n")
+    now = [1_000_000.5]
+    monkeypatch.setattr(server_module.time, "time", lambda: now[0])
+    monkeypatch.setattr(state_module.time, "time", lambda: now[0])
+    server = Server(Config(lifespan="off"), hello)
+    await server.startup()  # computes the first date
+    server._tick()  # the server's first tick: a new second for it, refreshed
+    server._tick()  # same second: not refreshed
+    now[0] += 1.0
+    server._tick()  # the next second: refreshed
+    await server.shutdown()
+    assert calls == [1_000_000.5, 1_000_000.5, 1_000_001.5]
