@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +35,19 @@ GROUP_TITLES = {
 }
 
 
-def add_setting_arguments(parser: argparse.ArgumentParser) -> None:
-    """One argument per Config field: `--name VALUE`, or `--name/--no-name` for booleans.
+def add_setting_arguments(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
+    """One argument per Config field (or per field in ``only``): `--name VALUE`, or
+    `--name/--no-name` for booleans.
 
     Defaults stay None so that load_config can tell "given on the command line" apart and
     apply CLI > env > file > default (issue 5).
     """
     groups: dict[str, Any] = {}
-    for fld in settings():
+    declared = tuple(fld for fld in settings() if only is None or fld.name in only)
+    # Remember which arguments are settings: a command's own options (e.g. `stop --timeout`)
+    # must not be mistaken for the Config field of the same name.
+    parser.set_defaults(setting_names=tuple(fld.name for fld in declared))
+    for fld in declared:
         meta = fld.metadata
         group = groups.get(meta["group"])
         if group is None:
@@ -104,10 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
-    cli_values = {fld.name: getattr(args, fld.name) for fld in settings()}
-    config_file = Path(args.config) if args.config else find_default_config_file(Path.cwd())
-    if args.config and not config_file.is_file():  # type: ignore[union-attr]
-        raise ConfigError(f"config file {args.config!r} does not exist")
+    """The effective Config for a command: its setting arguments > env > config file > defaults.
+
+    Management commands declare only the settings they use (e.g. control_dir); the rest
+    still come from the environment and the config file, like for `run`.
+    """
+    cli_values = {name: getattr(args, name) for name in getattr(args, "setting_names", ())}
+    config_arg = getattr(args, "config", None)
+    config_file = Path(config_arg) if config_arg else find_default_config_file(Path.cwd())
+    if config_arg and not config_file.is_file():  # type: ignore[union-attr]
+        raise ConfigError(f"config file {config_arg!r} does not exist")
     return load_config(cli=cli_values, env=os.environ, config_file=config_file)
 
 

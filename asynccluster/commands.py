@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from asynccluster import exitcodes
+from asynccluster.cli import add_setting_arguments, config_from_args
+from asynccluster.config import Config, ConfigError
 from asynccluster.master.control import (
     SUFFIX,
     ControlError,
@@ -145,8 +147,16 @@ def _checked(path: Path, name: str) -> tuple[Path, str]:
     return path, name
 
 
+def command_config(args: argparse.Namespace) -> Config:
+    """Settings for a management command: its flags > env > config file (as for `run`)."""
+    try:
+        return config_from_args(args)[0]
+    except ConfigError as exc:
+        raise ControlError(str(exc)) from None
+
+
 def connect(args: argparse.Namespace) -> ControlClient:
-    directory = control_dir(args.control_dir or os.environ.get("ASYNCCLUSTER_CONTROL_DIR", ""))
+    directory = control_dir(command_config(args).control_dir)
     path, name = find_cluster(directory, args.name)
     return ControlClient(path, name)
 
@@ -155,7 +165,7 @@ def connect(args: argparse.Namespace) -> ControlClient:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    directory = control_dir(args.control_dir or os.environ.get("ASYNCCLUSTER_CONTROL_DIR", ""))
+    directory = control_dir(command_config(args).control_dir)
     live, stale = running_clusters(directory)
     rows = []
     for name in live:
@@ -325,12 +335,7 @@ def _common(parser: argparse.ArgumentParser, *, name: bool = True) -> None:
     if name:
         parser.add_argument("name", nargs="?", metavar="NAME", help="cluster name (optional when only one runs)")
     parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
-    parser.add_argument(
-        "--control-dir",
-        default="",
-        help="directory of the control sockets [env ASYNCCLUSTER_CONTROL_DIR; default: "
-        "$XDG_RUNTIME_DIR/asynccluster or /tmp/asynccluster-UID]",
-    )
+    add_setting_arguments(parser, only=("control_dir",))
 
 
 def add_subcommands(subparsers: Any) -> None:

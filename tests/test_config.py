@@ -114,3 +114,15 @@ def test_effective_config_lists_every_setting() -> None:
 
 def test_settings_doc_is_up_to_date() -> None:
     assert (ROOT / "docs" / "settings.md").read_text() == settings_markdown()
+
+
+def test_management_commands_read_settings_from_the_config_file(tmp_path: Path) -> None:
+    control = tmp_path / "ctl"
+    write(tmp_path / "pyproject.toml", f'[tool.asynccluster]\ncontrol_dir = "{control}"\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "asynccluster", "ls"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"control directory {control}" in out.stdout

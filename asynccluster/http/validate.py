@@ -1,0 +1,252 @@
+"""Request checks llhttp leaves to the application (RFC 9112/9110): the parser's cold paths.
+
+- request-line: exactly one SP between its parts (RFC 9112 §3; the parser looks at raw bytes);
+- Host: exactly one on HTTP/1.1, at most one on HTTP/1.0, a plausible ``host[:port]``
+  (RFC 9112 §3.2, RFC 9110 §7.2);
+- version: HTTP/1.x only (1.2+ is answered as 1.1, RFC 9112 §2.3), others -> 505;
+- request-target form and characters (RFC 9112 §3.2), percent-decoding of the path;
+- framing: Transfer-Encoding codings (only ``chunked``, last, once; none on HTTP/1.0),
+  Content-Length as plain ``1*DIGIT`` without leading zeros (RFC 9112 §6, §11.2);
+- Expect (only ``100-continue``, else 417), Upgrade (only a GET WebSocket handshake pauses
+  the parser), CONNECT -> 501.
+
+:class:`asynccluster.http.parser.RequestParser` calls these only for what it has not seen
+before (a new method, request-target or Host value: the results are cached in the bounded
+``METHODS``/``TARGETS``/``GOOD_HOSTS``) or for the few fields that need a look (framing,
+Expect, Upgrade). Each check raises :class:`ProtocolError` with the status to answer.
+Limits (414, 431, 413, chunk framing) are the parser's: they depend on its running counts.
+
+Percent-decoding policy: ``path`` is the UTF-8 decoding of the percent-decoded target path.
+Invalid ``%`` escapes, invalid UTF-8 and decoded control characters (``%00``, ``%0d%0a`` ...)
+give 400 instead of reaching the app: ASGI apps use ``path`` for routing, file lookups and
+logs, where a NUL or CRLF is an injection vector. ``raw_path`` keeps the bytes as sent.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import ProtocolError
+
+# ---------------------------------------------------------------- character classes
+
+# Request-target characters: visible ASCII except '#' (a fragment is not part of any request
+# form, RFC 9112 §3.2) and '\' (not a URI character; some stacks turn it into '/', RFC 3986
+# §2). llhttp already refuses controls and spaces but lets non-ASCII bytes through.
+_TARGET_CHARS = bytes(c for c in range(0x21, 0x7F) if c not in b"#\\")
+# Host: uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2) minus ',' (a comma means
+# several merged Host values, RFC 9110 §5.3) and minus '@' and '/' (userinfo, path).
+_HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+;=%:[]"
+_HEXDIG = b"0123456789abcdefABCDEF"
+_DECODED_CTL = re.compile("[\x00-\x1f\x7f]")
+OWS = b" \t"
+
+# ---------------------------------------------------------------- caches of checked values
+
+# Most traffic repeats a few methods, URLs and Host values: the parser looks these up first
+# and calls the checks below only on a miss. Each cache is bounded (a client cannot grow it).
+METHODS: dict[bytes, str] = {}
+_METHODS_MAX = 64
+TARGETS: dict[bytes, tuple[bytes, str, bytes]] = {}  # request-target -> (raw_path, path, query)
+_TARGETS_MAX = 512
+_TARGET_CACHEABLE = 256
+GOOD_HOSTS: set[bytes] = set()
+_GOOD_HOSTS_MAX = 64
+
+
+def bad(reason: str) -> ProtocolError:
+    return ProtocolError(400, reason)
+
+
+# ---------------------------------------------------------------- request-line
+
+
+def check_version(version: str) -> str:
+    """A version other than 1.1/1.0: the version to answer as, or 505."""
+    if version.startswith("1."):
+        return "1.1"  # a higher HTTP/1.x minor is served as 1.1 (RFC 9112 §2.3)
+    raise ProtocolError(505, f"HTTP/{version} is not supported")
+
+
+def method_name(raw: bytes) -> str:
+    name = raw.decode("ascii")
+    if name == "CONNECT":
+        # An origin server has nothing to tunnel to (RFC 9110 §9.3.6, §15.6.2).
+        raise ProtocolError(501, "CONNECT is not supported")
+    if len(METHODS) < _METHODS_MAX:
+        METHODS[raw] = name
+    return name
+
+
+def parse_target(url: bytes, method: str) -> tuple[bytes, str, bytes]:
+    """Split and check a request-target: (raw_path, path, query_string)."""
+    if not url or url.translate(None, _TARGET_CHARS):
+        raise bad("invalid character in request-target")
+    first = url[0]
+    if first == 47:  # "/": origin-form, RFC 9112 §3.2.1
+        rest = url
+    elif url == b"*":
+        # asterisk-form is only for a server-wide OPTIONS (RFC 9112 §3.2.4).
+        if method != "OPTIONS":
+            raise bad("'*' request-target is only allowed with OPTIONS")
+        return b"*", "*", b""
+    else:
+        rest = _absolute_path(url)
+    raw_path, _, query = rest.partition(b"?")
+    path = _percent_decode(raw_path) if b"%" in raw_path else raw_path.decode("ascii")
+    target = (raw_path, path, query)
+    if len(url) <= _TARGET_CACHEABLE and len(TARGETS) < _TARGETS_MAX:
+        TARGETS[url] = target
+    return target
+
+
+def _absolute_path(url: bytes) -> bytes:
+    """absolute-form (RFC 9112 §3.2.2): servers MUST accept it; keep path and query."""
+    lowered = url[:8].lower()
+    if lowered.startswith(b"http://"):
+        rest = url[7:]
+    elif lowered == b"https://":
+        rest = url[8:]
+    else:
+        raise bad("request-target is neither origin-form nor absolute-form")
+    cut = len(rest)
+    for sep in (b"/", b"?"):
+        index = rest.find(sep)
+        if 0 <= index < cut:
+            cut = index
+    if cut == 0 or b"@" in rest[:cut]:
+        raise bad("invalid authority in absolute-form request-target")
+    path = rest[cut:]
+    if not path.startswith(b"/"):
+        path = b"/" + path
+    return path
+
+
+def _percent_decode(raw_path: bytes) -> str:
+    parts = raw_path.split(b"%")
+    out = [parts[0]]
+    for part in parts[1:]:
+        pair = part[:2]
+        if len(pair) != 2 or pair.translate(None, _HEXDIG):
+            raise bad("invalid percent-encoding in path")
+        out.append(bytes((int(pair, 16),)))
+        out.append(part[2:])
+    try:
+        path = b"".join(out).decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad("percent-decoded path is not UTF-8") from None
+    if _DECODED_CTL.search(path):
+        raise bad("control character in percent-decoded path")
+    return path
+
+
+# ---------------------------------------------------------------- header fields
+
+
+def check_host(host: bytes) -> None:
+    """One Host value: a plausible ``uri-host [":" port]`` (RFC 9110 §7.2)."""
+    if not host or host.translate(None, _HOST_CHARS):
+        raise bad("invalid Host header field")
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        port = host[end + 1 :] if end > 0 else b"x"
+        if port and not (port[:1] == b":" and port[1:].isdigit()):
+            raise bad("invalid Host header field")
+    elif host.count(b":") > 1 or host.endswith(b":") or (b":" in host and not host.rpartition(b":")[2].isdigit()):
+        raise bad("invalid Host header field")
+    if len(GOOD_HOSTS) < _GOOD_HOSTS_MAX:
+        GOOD_HOSTS.add(host)
+
+
+def check_content_length(raw: bytes) -> None:
+    """One Content-Length field line, before OWS stripping."""
+    if not raw.isdigit() or (raw[0] == 48 and len(raw) > 1):
+        # Framing gets no leniency: only plain 1*DIGIT, without sign, comma, whitespace or
+        # leading zeros. Parsers disagreeing on such values is how requests get smuggled
+        # (RFC 9112 §6.3 item 5, §11.2).
+        raise bad("invalid Content-Length")
+
+
+def check_fields(specials: dict[bytes, bytes], version: str, body_limit: int) -> tuple[int | None, bool, bool]:
+    """Framing and Expect: returns (content_length, chunked, expect_continue).
+
+    ``specials`` holds the combined values of the fields that need a look (repeated list
+    fields joined with ',', RFC 9110 §5.3).
+    """
+    chunked = False
+    coding = specials.get(b"transfer-encoding")
+    if coding is not None:
+        if version == "1.0":
+            # RFC 9112 §6.1: HTTP/1.0 has no Transfer-Encoding; the framing is faulty.
+            raise bad("Transfer-Encoding in an HTTP/1.0 request")
+        _check_transfer_coding(coding)
+        chunked = True
+    content_length: int | None = None
+    length = specials.get(b"content-length")
+    if length is not None:
+        if b"," in length:
+            # Same value twice still means two framings a proxy may read differently.
+            raise bad("more than one Content-Length")
+        content_length = int(length)
+        if body_limit and content_length > body_limit:
+            raise ProtocolError(413, "request body larger than the limit")
+    expect = specials.get(b"expect")
+    expect_continue = False
+    if expect is not None and version == "1.1":
+        # RFC 9110 §10.1.1: the only expectation is 100-continue; others MAY get 417.
+        # (HTTP/1.0 requests' Expect is ignored, as the RFC requires.)
+        for item in expect.split(b","):
+            if item.strip(OWS).lower() != b"100-continue":
+                raise ProtocolError(417, "unsupported expectation")
+        expect_continue = True
+    return content_length, chunked, expect_continue
+
+
+def _check_transfer_coding(value: bytes) -> None:
+    """RFC 9112 §6.1/§6.3/§7: only 'chunked', last and once; other codings are unknown."""
+    codings = [c.strip(OWS).lower() for c in value.split(b",")]
+    codings = [c for c in codings if c]  # empty list elements are ignored (RFC 9110 §5.6.1)
+    if not codings or codings[-1] != b"chunked":
+        # chunked not final: the body length cannot be determined -> MUST 400 (§6.3).
+        raise bad("Transfer-Encoding does not end with chunked")
+    if len(codings) > 1:
+        if b"chunked" in codings[:-1]:
+            raise bad("chunked applied more than once")
+        raise ProtocolError(501, "unsupported transfer coding")
+
+
+def is_websocket_upgrade(specials: dict[bytes, bytes], method: str, has_body: bool) -> bool:
+    """llhttp saw ``Connection: upgrade`` + ``Upgrade``: may we switch to WebSocket?"""
+    tokens = [t.strip(OWS).lower() for t in specials.get(b"upgrade", b"").split(b",")]
+    if method == "GET" and b"websocket" in tokens:
+        version = specials.get(b"sec-websocket-version")
+        if version is not None and version.strip(OWS) != b"13":
+            # RFC 6455 §4.4: unsupported version -> 426 with the versions we speak.
+            raise ProtocolError(426, "unsupported WebSocket version")
+        return True
+    if has_body:
+        # llhttp does not read the body of an upgrade request; we would misparse it as
+        # the next request. Refuse rather than guess.
+        raise bad("request body with an Upgrade we do not perform")
+    return False
+
+
+# ---------------------------------------------------------------- raw bytes
+
+
+def head_end(data: bytes, at_message_start: bool) -> int:
+    """Offset just past the first header section end in ``data``; -1 if there is none.
+
+    ``at_message_start``: ``data`` begins with a request (empty lines before it are skipped,
+    RFC 9112 §2.2), else it begins inside one. A header section holds no empty line, so the
+    first CRLFCRLF ends it. If that terminator straddles the start of ``data`` the one found
+    is a later one, or none: callers may underestimate what follows the head, never
+    overestimate it.
+    """
+    start = 0
+    if at_message_start:
+        size = len(data)
+        while start < size and data[start] in (10, 13):
+            start += 1
+    end = data.find(b"\r\n\r\n", start)
+    return end + 4 if end >= 0 else -1

@@ -1,0 +1,69 @@
+"""Memoized response heads: most apps send the same status and header list again and again.
+
+``ResponseWriter.start`` validates every header name and value and decides the framing: about
+1.5 µs for a two-header response, the most expensive single step of a small request. Its
+result is a pure function of its inputs (status, the header pairs, HEAD or not, HTTP
+version, keep-alive, the current ``date`` line; the server line is fixed per worker), so the
+worker remembers it: the encoded head and the writer's framing state after ``start``. A hit
+restores both (about 0.3 µs).
+
+Bounded and self-cleaning: the ``date`` line is part of every key, so the table is emptied
+whenever the date changes (once a second), and at most :data:`MAX_ENTRIES` heads are kept.
+Headers that are not hashable (lists instead of tuples, bytearrays) simply bypass it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from asynccluster.http.response import ResponseWriter
+
+MAX_ENTRIES = 256
+
+# The writer's per-response state: every public slot (what body()/end()/keep_alive read).
+# Derived from the class, so a slot added to ResponseWriter is carried along automatically.
+STATE_SLOTS: tuple[str, ...] = tuple(name for name in ResponseWriter.__slots__ if not name.startswith("_"))
+
+
+class HeadCache:
+    __slots__ = ("_date", "_entries")
+
+    def __init__(self) -> None:
+        self._entries: dict[Any, tuple[bytes, tuple[Any, ...]]] = {}
+        self._date: bytes | None = None
+
+    def start(
+        self,
+        writer: ResponseWriter,
+        status: int,
+        headers: Iterable[tuple[bytes, bytes]],
+        head_request: bool,
+        http_version: str,
+        keep_alive: bool,
+        date: bytes | None,
+    ) -> bytes:
+        """Same result and writer state as ``writer.start(...)``, from the table when possible."""
+        if not isinstance(headers, tuple):
+            headers = tuple(headers)  # also makes a one-shot iterable reusable
+        key = (status, headers, head_request, http_version, keep_alive, date)
+        try:
+            hit = self._entries.get(key)
+        except TypeError:  # unhashable header pairs: no caching for this response
+            return writer.start(
+                status, headers, head_request=head_request, http_version=http_version, keep_alive=keep_alive, date=date
+            )
+        if hit is not None:
+            head, state = hit
+            for name, value in zip(STATE_SLOTS, state, strict=True):
+                setattr(writer, name, value)
+            return head
+        head = writer.start(
+            status, headers, head_request=head_request, http_version=http_version, keep_alive=keep_alive, date=date
+        )
+        entries = self._entries
+        if date is not self._date or len(entries) >= MAX_ENTRIES:
+            entries.clear()
+            self._date = date
+        entries[key] = (head, tuple(getattr(writer, name) for name in STATE_SLOTS))
+        return head
