@@ -64,7 +64,6 @@ class Cycle:
         "sent_bytes",
         "started_at",
         "status",
-        "upgrade",
         "waiter",
     )
 
@@ -86,7 +85,6 @@ class Cycle:
         self.error: BaseException | None = None  # an invalid message we raised into the app
         self.coro: Coroutine[Any, Any, Any] | None = None
         self.started_at = _now()
-        self.upgrade = False  # a WebSocket handshake answered as plain HTTP (the parser is paused)
 
     # ------------------------------------------------------------ request body (from the parser)
 

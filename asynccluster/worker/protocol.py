@@ -30,6 +30,8 @@ from asynccluster.http.response import ResponseWriter, error_response
 from asynccluster.worker.cycle import Cycle
 from asynccluster.worker.flow import BODY, FLUSH_THRESHOLD, PIPELINE, FlowControl
 from asynccluster.worker.state import ServerState
+from asynccluster.worker.websocket import WebSocketSession, handshake_key, websocket_scope
+from asynccluster.worker.wsframes import valid_key
 
 logger = logging.getLogger("asynccluster.worker")
 
@@ -68,6 +70,8 @@ class HttpProtocol(asyncio.Protocol):
         "transport",
         "trusted",
         "writer",
+        "ws_pending",
+        "ws_session",
     )
 
     def __init__(self, state: ServerState) -> None:
@@ -95,6 +99,8 @@ class HttpProtocol(asyncio.Protocol):
         self.scope_template: dict[str, Any] = {}
         # One response at a time per connection (pipeline order), so one writer is reused.
         self.writer = ResponseWriter(state.server_header)
+        self.ws_pending: dict[str, Any] | None = None  # a WebSocket handshake's scope, waiting its turn
+        self.ws_session: WebSocketSession | None = None  # the handshake being answered by the app
 
     # ------------------------------------------------------------ connection events
 
@@ -147,6 +153,8 @@ class HttpProtocol(asyncio.Protocol):
             self.reading = None
         self.active = None
         self.timer = NONE
+        if self.ws_session is not None:
+            self.ws_session.connection_lost(exc)  # the handshake was pending: the app sees 1006
         self.flow.resume_writing()  # wake any send() waiting for drain: it will see the disconnect
         if state.draining and not state.connections:
             state.all_closed.set()
@@ -190,6 +198,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._send_request_error()
         elif self.error_status and not pipeline:
             self._send_request_error()
+        if self.ws_pending is not None and not pipeline:
+            self._start_websocket()
         # End of the batch: everything the responses of this read wrote leaves in one write.
         out = self.out
         self.out = None
@@ -228,13 +238,14 @@ class HttpProtocol(asyncio.Protocol):
                     scope["client"], scope["scheme"] = proxies.resolve(head.headers, scope["client"], scope["scheme"])
                     break
         self.fresh = False
-        cycle = Cycle(self, scope, keep_alive, head.expect_continue)
         if head.upgrade is not None:
-            # The parser holds the bytes after a WebSocket handshake. WebSocket is not served
-            # here, so the app answers it as plain HTTP (RFC 9110 §7.8: a server may ignore
-            # Upgrade) and parsing resumes after the response.
-            logger.info("WebSocket upgrade request for %s answered as HTTP (not supported)", head.path)
-            cycle.upgrade = True
+            # A WebSocket handshake: the parser holds what follows it. It is answered by the
+            # app's websocket scope once earlier pipelined responses are out.
+            self.ws_pending = scope
+            self.accepting = False
+            self.timer = NONE
+            return
+        cycle = Cycle(self, scope, keep_alive, head.expect_continue)
         if not keep_alive:
             self.accepting = False
         self.reading = cycle
@@ -297,8 +308,9 @@ class HttpProtocol(asyncio.Protocol):
         if not keep_alive:
             self._close_after_flush()
             return
-        if cycle.upgrade:
-            self._resume_parser()
+        if self.ws_pending is not None and not pipeline:
+            self._start_websocket()
+            return
         if not pipeline:
             if self.reading is None:
                 self.timer = IDLE
@@ -311,12 +323,28 @@ class HttpProtocol(asyncio.Protocol):
             elif self.error_status:
                 self._run_pipeline_later()
 
-    def _resume_parser(self) -> None:
-        """Parse what the parser held back after an Upgrade request that we answered as HTTP."""
-        try:
-            self.parser.resume()
-        except ProtocolError as exc:
-            self._request_error(exc.status, exc.reason)
+    def _start_websocket(self) -> None:
+        """Hand the pending handshake to a WebSocket session (its app runs as a Task)."""
+        scope = self.ws_pending
+        assert scope is not None
+        self.ws_pending = None
+        key = handshake_key(scope["headers"])
+        if not valid_key(key):
+            self.error_status = 400  # RFC 6455 §4.2.1: a handshake without a valid key
+            self._send_request_error()
+            return
+        assert key is not None
+        session = WebSocketSession(self.state, self.transport, websocket_scope(scope), key)
+        session.on_accept = self._hand_over
+        self.ws_session = session
+        session.start()
+
+    def _hand_over(self, session: WebSocketSession) -> None:
+        """The app accepted: the session becomes the transport's protocol."""
+        self.ws_session = None
+        self.closed = True  # as far as HTTP is concerned; the connection lives on as a WebSocket
+        self.state.connections.discard(self)
+        session.take_over(self.parser.detach())
 
     # ------------------------------------------------------------ writing
 
@@ -430,6 +458,8 @@ class HttpProtocol(asyncio.Protocol):
         """Graceful drain: close if idle, else let in-flight requests finish with Connection: close."""
         if self.closed:
             return
+        if self.ws_session is not None or self.ws_pending is not None:
+            return  # a WebSocket handshake in progress: once accepted, the session closes with 1001
         if not self.pipeline and self.timer != HEADER and not self.fresh:
             self.transport.close()
             return

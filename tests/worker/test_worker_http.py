@@ -471,16 +471,3 @@ async def test_body_over_the_limit_gets_413(start_server: StartServer) -> None:
     )
     (response,) = parse_responses(raw, ["POST"])
     assert response.status == 413
-
-
-async def test_websocket_upgrade_is_answered_as_http_and_parsing_resumes(start_server: StartServer) -> None:
-    running = await start_server(hello)
-    handshake = (
-        b"GET /ws HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\nupgrade: websocket\r\n"
-        b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    )
-    reader, writer = await running.connect()
-    writer.write(handshake + get("/after"))
-    responses, _ = await read_responses(reader, ["GET", "GET"])
-    writer.close()
-    assert [r.body for r in responses] == [b"hello /ws", b"hello /after"]

@@ -96,3 +96,22 @@ def test_drain_on_uvloop() -> None:
         writer.close()
 
     run_on_uvloop(app, scenario)
+
+
+def test_websocket_on_uvloop() -> None:
+    from tests.worker.test_worker_websocket import client_frame, echo_app, handshake, read_frame
+
+    async def scenario(server: Server, port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(handshake() + client_frame(0x1, b"early"))  # a frame right behind the handshake
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101 ")
+        assert await read_frame(reader) == (0x1, b"early")
+        writer.write(client_frame(0x8, (1000).to_bytes(2, "big")))
+        assert await read_frame(reader) == (0x8, (1000).to_bytes(2, "big"))
+        assert await read_until_closed(reader) == b""
+        writer.close()
+        await wait_for(lambda: server.connection_count() == 0, what="session gone")
+        assert server.stats.connections == 0
+
+    run_on_uvloop(echo_app([]), scenario)
