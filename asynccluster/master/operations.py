@@ -19,6 +19,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from asynccluster.master import sdnotify
 from asynccluster.master.process import WorkerHandle, describe_exit
 
 if TYPE_CHECKING:
@@ -167,6 +168,7 @@ async def reload(supervisor: Supervisor) -> ReloadResult:
             return ReloadResult(False, 0, total, 0.0, "the cluster is stopping", "the cluster is stopping")
         previous_state = supervisor.state
         supervisor.state = "reloading"
+        sdnotify.reloading()
         logger.info("reloading %d workers, %d at a time", total, max(1, supervisor.config.reload_batch))
         try:
             error = await start_all_candidates(supervisor, slots)
@@ -174,6 +176,8 @@ async def reload(supervisor: Supervisor) -> ReloadResult:
             if not supervisor.stopping:
                 supervisor.state = "running" if previous_state != "starting" else previous_state
         seconds = round(supervisor.clock() - started, 3)
+        if not supervisor.stopping:
+            sdnotify.ready("reload rolled back" if error else f"reloaded {total} workers")
         if error:
             for slot in slots:
                 abort(supervisor, slot, "reload rolled back")

@@ -27,7 +27,7 @@ from typing import Any
 
 from asynccluster import exitcodes, logs
 from asynccluster.config import Config
-from asynccluster.master import operations
+from asynccluster.master import operations, sdnotify
 from asynccluster.master.policy import Timing, backoff_delay, died_young, draw_recycle_limits, recycle_reason
 from asynccluster.master.process import (
     DRAINING,
@@ -266,8 +266,8 @@ class Supervisor:
             return
         if self.state == "starting" and self._all_current_ready():
             self.state = "running"
-            # Kept literally "all N workers ready" for every N: tests and scripts wait for it.
-            logger.info("all %d workers ready", self.desired)
+            logger.info("all %s ready", plural(self.desired, "worker"))
+            sdnotify.ready(f"serving with {plural(self.desired, 'worker')}")
 
     def _on_heartbeat(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
         handle.heartbeat = {key: value for key, value in message.items() if key != "type"}
@@ -370,6 +370,7 @@ class Supervisor:
             return
         self.stopping = True
         self.state = "stopping"
+        sdnotify.stopping()
         self._stop_code = code
         for slot in self.slots.values():
             if slot.respawn_timer is not None:

@@ -115,7 +115,7 @@ class ClusterProcess:
 
     def wait_ready(self, timeout: float = 30.0) -> dict[int, int]:
         """Wait for "all N workers ready"; returns slot -> pid of the ready workers."""
-        self.wait_for(r"all \d+ workers ready", timeout)
+        self.wait_for(r"all \d+ workers? ready", timeout)
         return self.ready_workers()
 
     def ready_workers(self) -> dict[int, int]:

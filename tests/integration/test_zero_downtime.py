@@ -41,7 +41,7 @@ OPERATION_TIMEOUT = 60.0
 
 # The master's log lines we wait for (asynccluster/master/operations.py, supervisor.py).
 LISTENING = re.compile(r"http://127\.0\.0\.1:(\d+)")
-ALL_READY = re.compile(r"all (\d+) workers ready")
+ALL_READY = re.compile(r"all (\d+) workers? ready")
 RELOADED = re.compile(r"reloaded (\d+)/(\d+) workers")
 RELOAD_ABORTED = re.compile(r"reload aborted")
 SCALED = re.compile(r"scaled (\d+) -> (\d+) workers(.*)")
