@@ -4,9 +4,18 @@
   *on behalf of* a worker (its exit, the stacks it dumped) by passing ``extra={"tag": ...}``
   (see :func:`worker_tag`), so those lines sit under the worker's name.
 - ``--log-level`` (``trace`` is below debug), ``--log-format text|json``.
-- ``--log-file``: lines also go to this file, opened in append mode by every process (each
-  line is one ``write()`` on an O_APPEND file, so lines from different workers never
-  interleave); :func:`reopen_log_files` reopens it after logrotate moved it (SIGUSR1).
+- ``--log-file``: lines also go to this file, opened in append mode by every process (every
+  ``write()`` is whole lines, at most PIPE_BUF bytes, on an O_APPEND file or a pipe, so lines
+  from different workers never interleave); :func:`reopen_log_files` reopens it after
+  logrotate moved it (SIGUSR1).
+- The access log (one line per request, issue 2) must cost little: :func:`line_writer` hands
+  the worker's access log a function that formats a line exactly as a record would be
+  formatted (tag, time, text or JSON) without making a record, and appends it to the
+  handlers' buffers. Buffered lines are written in batches: when a buffer passes
+  FLUSH_SIZE, FLUSH_INTERVAL after the first buffered line (a flusher thread, so lines are
+  written even while the loop is blocked by a stuck request), before any ordinary record
+  (which is written at once: order is kept and warnings are never delayed), before a log
+  file is reopened, and at exit (``logging.shutdown`` flushes every handler).
 
 The master configures only the ``asynccluster`` logger (it may be embedded in a program with
 its own logging); a worker process is ours, so there the root logger is configured and the
@@ -18,8 +27,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from asynccluster.config import Config
@@ -28,7 +40,15 @@ TRACE = 5
 logging.addLevelName(TRACE, "TRACE")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s [%(tag)s] %(message)s"
+# One write() carries at most this much (whole lines): a pipe write up to PIPE_BUF is atomic,
+# so batched lines from several workers sharing the master's stderr pipe never interleave.
+WRITE_CHUNK = getattr(select, "PIPE_BUF", 512)
+FLUSH_SIZE = 64 * 1024  # buffered characters that trigger a write at once
+FLUSH_INTERVAL = 0.2  # seconds a buffered line may wait: short enough for `tail -f`
 _reopenable: list[ReopenableFileHandler] = []
+_process_handlers: list[BufferedHandler] = []  # what setup_logging installed in this process
+_process_target: logging.Logger | None = None  # the logger they are attached to
+LineMaker = Callable[[dict[str, Any], float], str]  # (fields, created) -> the line, with its newline
 
 
 def worker_tag(slot: int, pid: int) -> str:
@@ -59,6 +79,48 @@ class TagFilter(logging.Filter):
         return True
 
 
+class _SecondCache:
+    """strftime() once per second, not once per line."""
+
+    __slots__ = ("fmt", "second", "text")
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.second = -1
+        self.text = ""
+
+    def get(self, created: float) -> str:
+        second = int(created)
+        if second != self.second:
+            self.text = time.strftime(self.fmt, time.localtime(created))
+            self.second = second
+        return self.text
+
+
+def _msecs(created: float) -> int:
+    return int((created - int(created)) * 1000)  # as logging.LogRecord computes msecs
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``; :meth:`line_maker` makes the same lines without a record."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def line_maker(self, name: str, levelno: int, tag: str, slot: int | None, fmt: str) -> LineMaker:
+        # The whole line is one %-format over the caller's fields plus the time.
+        middle = f" {logging.getLevelName(levelno):<7} [{tag}] ".replace("%", "%%")
+        template = f"%(asctime)s,%(msecs)03d{middle}{fmt}\n"
+        stamp = _SecondCache(self.default_time_format)
+
+        def line(fields: dict[str, Any], created: float) -> str:
+            fields["asctime"] = stamp.get(created)
+            fields["msecs"] = _msecs(created)
+            return template % fields
+
+        return line
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, tag, slot, pid, message (+ exc)."""
 
@@ -78,31 +140,175 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
+    def line_maker(self, name: str, levelno: int, tag: str, slot: int | None, fmt: str) -> LineMaker:
+        # The object format() would make, with the time and the message left to fill in.
+        dumps = json.JSONEncoder(ensure_ascii=False).encode
+        level = dumps(logging.getLevelName(levelno).lower())
+        middle = f'", "level": {level}, "logger": {dumps(name)}, "tag": {dumps(tag)}, '
+        middle += f'"slot": {dumps(slot)}, "pid": {os.getpid()}, "message": '
+        stamp = _SecondCache("%Y-%m-%dT%H:%M:%S")
+        zone = _SecondCache("%z")
 
-class ReopenableFileHandler(logging.FileHandler):
+        def line(fields: dict[str, Any], created: float) -> str:
+            message = dumps(fmt % fields)
+            return f'{{"time": "{stamp.get(created)}.{_msecs(created):03d}{zone.get(created)}{middle}{message}}}\n'
+
+        return line
+
+
+class BufferedHandler(logging.StreamHandler):
+    """A stream handler that writes whole lines in batches (see the module docstring).
+
+    An ordinary record is appended and everything buffered is written at once (so records
+    keep their order and are never delayed); :meth:`write_line` only appends, for the
+    access log. Writes go straight to the file descriptor in chunks of whole lines of at
+    most WRITE_CHUNK bytes.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self.pending: list[str] = []
+        self.pending_size = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        with self.lock:  # type: ignore[union-attr]
+            self.pending.append(line)
+            self._write_pending()
+
+    def write_line(self, line: str) -> None:
+        """Buffer one formatted line (with its newline); written within FLUSH_INTERVAL."""
+        with self.lock:  # type: ignore[union-attr]
+            if not self.pending:
+                _flusher.arm()
+            self.pending.append(line)
+            self.pending_size += len(line)
+            if self.pending_size > FLUSH_SIZE:
+                self._write_pending()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+            if self.stream is not None and hasattr(self.stream, "flush"):
+                self.stream.flush()
+
+    def _write_pending(self) -> None:
+        """Write the buffer (the lock is held). A failed write drops it, like a failed emit."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        self.pending_size = 0
+        stream = self.stream
+        if stream is None:
+            return
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation: e.g. captured by pytest
+            fd = -1
+        try:
+            if fd < 0:
+                stream.write("".join(pending))
+                stream.flush()
+                return
+            stream.flush()  # anything written through the stream itself goes first
+            for chunk in _chunks(pending):
+                _write_all(fd, chunk)
+        except Exception:
+            sys.stderr.write(f"--- asynccluster: could not write {len(pending)} log line(s) ---\n")
+
+
+def _chunks(lines: list[str]) -> list[bytes]:
+    """The lines as bytes, grouped into chunks of at most WRITE_CHUNK bytes (a longer line alone)."""
+    chunks: list[bytes] = []
+    current: list[bytes] = []
+    size = 0
+    for text in lines:
+        data = text.encode("utf-8", "backslashreplace")
+        if size and size + len(data) > WRITE_CHUNK:
+            chunks.append(b"".join(current))
+            current, size = [], 0
+        current.append(data)
+        size += len(data)
+    if current:
+        chunks.append(b"".join(current))
+    return chunks
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class ReopenableFileHandler(BufferedHandler, logging.FileHandler):
     """A file handler whose file can be reopened in place (logrotate's "create" mode)."""
+
+    def __init__(self, filename: str) -> None:
+        logging.FileHandler.__init__(self, filename, mode="a", encoding="utf-8")
+        self.pending = []
+        self.pending_size = 0
 
     def reopen(self) -> None:
         with self.lock:  # type: ignore[union-attr]
+            self._write_pending()  # what was logged before the rotation goes to the old file
             if self.stream is not None:
                 self.stream.close()
             self.stream = self._open()
 
 
+class _Flusher:
+    """One daemon thread per process: writes buffered lines FLUSH_INTERVAL after they came."""
+
+    def __init__(self) -> None:
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def arm(self) -> None:
+        if self._thread is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="asynccluster-log-flusher", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            # Not synchronisation: the batching window. Lines that come meanwhile share one write.
+            time.sleep(FLUSH_INTERVAL)
+            flush_buffered()
+
+
+_flusher = _Flusher()
+
+
+def flush_buffered() -> None:
+    """Write every line buffered in this process (graceful stop, tests)."""
+    for handler in list(_process_handlers):
+        handler.flush()
+
+
 def make_formatter(log_format: str) -> logging.Formatter:
     if log_format == "json":
         return JsonFormatter()
-    return logging.Formatter(TEXT_FORMAT)
+    return TextFormatter()
 
 
-def build_handlers(config: Config, tag: str, slot: int | None) -> list[logging.Handler]:
+def build_handlers(config: Config, tag: str, slot: int | None) -> list[BufferedHandler]:
     formatter = make_formatter(config.log_format)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    tag_filter = TagFilter(tag, slot)
+    handlers: list[BufferedHandler] = [BufferedHandler(sys.stderr)]
     if config.log_file:
-        handlers.append(ReopenableFileHandler(config.log_file, mode="a", encoding="utf-8"))
+        handlers.append(ReopenableFileHandler(config.log_file))
     for handler in handlers:
         handler.setFormatter(formatter)
-        handler.addFilter(TagFilter(tag, slot))
+        handler.addFilter(tag_filter)
     return handlers
 
 
@@ -110,13 +316,17 @@ def setup_logging(config: Config, *, slot: int | None = None) -> None:
     """Configure logging for the master (``slot`` None) or the worker of ``slot``."""
     is_worker = slot is not None
     tag = worker_tag(slot, os.getpid()) if slot is not None else master_tag()
+    global _process_target
     target = logging.getLogger() if is_worker else logging.getLogger("asynccluster")
     for handler in list(target.handlers):
         target.removeHandler(handler)
         handler.close()
     _reopenable.clear()
+    _process_handlers.clear()
+    _process_target = target
     for handler in build_handlers(config, tag, slot):
         target.addHandler(handler)
+        _process_handlers.append(handler)
         if isinstance(handler, ReopenableFileHandler):
             _reopenable.append(handler)
     level = level_number(config.log_level)
@@ -131,3 +341,59 @@ def reopen_log_files() -> int:
     for handler in _reopenable:
         handler.reopen()
     return len(_reopenable)
+
+
+def line_writer(
+    logger: logging.Logger, fmt: str, levelno: int = logging.INFO
+) -> Callable[[dict[str, Any]], None] | None:
+    """A fast path for one logger's lines at one level: ``write(fields)`` makes the line that
+    logging ``fmt % fields`` would write (tag, time; text or JSON) and buffers it in this
+    process's handlers, without a LogRecord.
+
+    Only when every line of ``logger`` would end up in exactly those handlers (they were set
+    up by :func:`setup_logging` and nothing on the way adds handlers or filters); otherwise
+    None, and the caller logs records as usual (tests, an embedding program's logging). The
+    caller still checks ``logger.isEnabledFor(levelno)``; ``fields`` gets time keys added.
+    """
+    handlers = list(_process_handlers)
+    if not handlers or not _routes_only_to(logger, _process_target, handlers):
+        return None
+    first = handlers[0]
+    tag_filter = next((f for f in first.filters if isinstance(f, TagFilter)), None)
+    formatter = first.formatter
+    line_maker = getattr(formatter, "line_maker", None)
+    if tag_filter is None or line_maker is None:
+        return None
+    if any(h.formatter is not formatter or h.filters != first.filters or h.level > levelno for h in handlers):
+        return None
+    make: LineMaker = line_maker(logger.name, levelno, tag_filter.tag, tag_filter.slot, fmt)
+    clock = time.time
+    if len(handlers) == 1:
+        write_line = handlers[0].write_line
+
+        def write_one(fields: dict[str, Any]) -> None:
+            write_line(make(fields, clock()))
+
+        return write_one
+    writers = [handler.write_line for handler in handlers]
+
+    def write(fields: dict[str, Any]) -> None:
+        line = make(fields, clock())
+        for write_line in writers:
+            write_line(line)
+
+    return write
+
+
+def _routes_only_to(logger: logging.Logger, target: logging.Logger | None, handlers: list[BufferedHandler]) -> bool:
+    """Whether records of ``logger`` reach ``handlers`` on ``target`` and nothing else."""
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return False
+        if current is target:
+            return current.handlers == handlers
+        if current.handlers or not current.propagate:
+            return False
+        current = current.parent
+    return False

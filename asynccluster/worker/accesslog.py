@@ -14,26 +14,48 @@ config.py's help as well):
     worker        the worker id, or "-" outside a cluster
 
 Cost: when ``--no-access-log`` is given the protocol holds ``None`` instead of an
-:class:`AccessLog` and pays one attribute test per request. When on, the fields go to the
-logger as one dict (formatted only if a handler emits the record), and the record is made
-directly, without the stack walk ``logger.info`` does to find the caller.
+:class:`AccessLog` and pays one attribute test per request. When on, in a worker process
+(whose logging asynccluster.logs set up) the whole line is one %-format over the fields
+dict, prefixed like every other line of the worker (time, level, tag; JSON: the object
+around the formatted message) and appended to the handlers' buffers, which are written in
+batches (asynccluster.logs: a few writes a second, and at exit), instead of a LogRecord, a
+formatter pass and a write and flush per line. Where the access logger's records may go
+elsewhere (tests, an embedding program's own logging), records are logged as usual.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from asynccluster.logs import line_writer
+
 ACCESS_LOGGER = "asynccluster.access"
+DEFAULT_FORMAT = '%(client)s - "%(method)s %(path)s HTTP/%(http_version)s" %(status)d %(bytes)d %(duration_ms).1fms'
+_SAMPLE = {
+    "client": "127.0.0.1:1",
+    "method": "GET",
+    "path": "/",
+    "query": "",
+    "http_version": "1.1",
+    "status": 200,
+    "bytes": 0,
+    "duration_ms": 0.0,
+    "worker": "-",
+}
+
+logger = logging.getLogger("asynccluster.worker")
 
 
 class AccessLog:
-    __slots__ = ("_logger", "fmt", "worker")
+    __slots__ = ("_logger", "_write", "fmt", "worker")
 
     def __init__(self, fmt: str, worker_id: int | None = None) -> None:
         self._logger = logging.getLogger(ACCESS_LOGGER)
-        self.fmt = fmt
+        self.fmt = checked_format(fmt)
         self.worker: Any = "-" if worker_id is None else worker_id
+        self._write: Callable[[dict[str, Any]], None] | None = line_writer(self._logger, self.fmt)
 
     def log(
         self,
@@ -42,8 +64,8 @@ class AccessLog:
         body_bytes: int,
         seconds: float,
     ) -> None:
-        logger = self._logger
-        if not logger.isEnabledFor(logging.INFO):
+        access = self._logger
+        if not access.isEnabledFor(logging.INFO):
             return
         client = scope.get("client")
         fields = {
@@ -57,6 +79,21 @@ class AccessLog:
             "duration_ms": seconds * 1000.0,
             "worker": self.worker,
         }
+        write = self._write
+        if write is not None:
+            write(fields)
+            return
         # makeRecord + handle instead of logger.info: skips findCaller's stack walk (the
         # caller is always this line), a good part of the per-line cost.
-        logger.handle(logger.makeRecord(logger.name, logging.INFO, __file__, 0, self.fmt, (fields,), None))
+        access.handle(access.makeRecord(access.name, logging.INFO, __file__, 0, self.fmt, (fields,), None))
+
+
+def checked_format(fmt: str) -> str:
+    """``fmt`` if it formats the access fields, else the default (said once, at startup: a bad
+    format must not fail every request)."""
+    try:
+        fmt % _SAMPLE
+    except (KeyError, ValueError, TypeError) as exc:
+        logger.error("invalid --access-log-format %r (%s: %s); using the default", fmt, type(exc).__name__, exc)
+        return DEFAULT_FORMAT
+    return fmt

@@ -4,11 +4,14 @@ Modes (``--lifespan``):
 
 - ``off``: never called;
 - ``on``: the app must support it; any failure is a :class:`LifespanFailure`;
-- ``auto``: an app that raises or returns instead of answering the startup event is taken
-  not to support lifespan and served anyway, like uvicorn (frameworks report their own
-  startup errors with ``lifespan.startup.failed``, which is always fatal). When the app had
-  taken the startup event before raising, that is logged as a warning with the error, since
-  it may be a real startup failure.
+- ``auto``: lifespan is run if the app speaks it. An app that raises (or returns) before it
+  ever called ``receive()`` does not: that is logged at info and the app is served without
+  lifespan, like uvicorn; so is an app that answers the startup event with an HTTP or
+  WebSocket message (an http-only app that reads its "request" first). But an app that took
+  ``lifespan.startup`` and then raised before ``lifespan.startup.complete`` speaks lifespan
+  and failed to start: :class:`LifespanFailure`, as with ``lifespan.startup.failed`` (which
+  frameworks send for their own startup errors) and as with ``on``. Serving an app whose
+  startup half ran would fail later and less clearly (no database pool, no config).
 
 ``state`` is the dict given to the app in the lifespan scope; request scopes get a shallow
 copy of it (ASGI lifespan spec, "Lifespan State").
@@ -31,6 +34,10 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
 class LifespanFailure(Exception):
     """Lifespan startup failed; ``str()`` says why. The worker exits with exitcodes.LIFESPAN."""
+
+
+class NotALifespanMessage(RuntimeError):
+    """The app sent a non-lifespan message (e.g. ``http.response.start``) in the lifespan scope."""
 
 
 class Lifespan:
@@ -86,19 +93,14 @@ class Lifespan:
     # -- internals
 
     def _unsupported_or_failed(self, reply: dict[str, Any]) -> None:
-        """The app ended (raised or returned) instead of answering startup."""
+        """The app ended (raised or returned) or sent the wrong message instead of answering startup."""
         reason = _describe_end(reply)
         exc = reply.get("exception")
-        if self.mode == "auto":
-            if self._asked_for_startup and exc is not None:
-                # It took the startup event and then raised: maybe an http-only app choking on
-                # the lifespan scope (uvicorn serves those), maybe a real startup failure. Serve,
-                # but say so loudly; --lifespan on turns this into a failure.
-                logger.warning(
-                    "lifespan startup: the app %s; treating lifespan as unsupported and serving anyway "
-                    "(use --lifespan on to make this fatal)",
-                    reason,
-                )
+        if self.mode == "auto" and self._unsupported(reply):
+            if self._asked_for_startup:
+                # Took the startup event, then returned without a word or answered as if it were
+                # an HTTP request: not a lifespan app, but say what it did.
+                logger.warning("lifespan startup: the app %s; serving without lifespan", reason)
             else:
                 logger.info("the app does not support the ASGI lifespan protocol (it %s); serving without it", reason)
             logger.debug("lifespan ended", exc_info=exc)
@@ -106,6 +108,15 @@ class Lifespan:
         if exc is not None:
             logger.error("lifespan startup failed", exc_info=exc)
         raise LifespanFailure(f"lifespan startup failed: the app {reason}")
+
+    def _unsupported(self, reply: dict[str, Any]) -> bool:
+        """--lifespan auto: did the app show that it does not speak lifespan at all?"""
+        if reply["type"] != "ended":
+            return False  # it sent a lifespan message, just not the right one: a lifespan app's bug
+        exc = reply.get("exception")
+        # Raised before receive(), returned, or answered as if it were an HTTP request: unsupported.
+        # Received lifespan.startup, then raised before answering: a startup failure.
+        return not self._asked_for_startup or exc is None or isinstance(exc, NotALifespanMessage)
 
     async def _reply(self, phase: str) -> dict[str, Any]:
         """The app's next message, or a synthetic ``ended`` message if its task finished first."""
@@ -139,7 +150,8 @@ class Lifespan:
         }
         kind = message.get("type") if isinstance(message, dict) else None
         if kind not in expected:
-            raise RuntimeError(f"invalid ASGI lifespan message {kind!r}; expected one of {sorted(expected)}")
+            error = RuntimeError if isinstance(kind, str) and kind.startswith("lifespan.") else NotALifespanMessage
+            raise error(f"invalid ASGI lifespan message {kind!r}; expected one of {sorted(expected)}")
         await self._from_app.put(message)
 
 

@@ -24,16 +24,31 @@ from asynccluster.config import Config
 from asynccluster.observe.stats import WorkerStats
 from asynccluster.worker.asgi2 import as_asgi3
 from asynccluster.worker.lifespan import Lifespan
-from asynccluster.worker.protocol import HttpProtocol
+from asynccluster.worker.protocol import DRAIN_IDLE_SECONDS, DRAIN_LINGER_SECONDS, HttpProtocol
 from asynccluster.worker.state import ServerState
 
 logger = logging.getLogger("asynccluster.worker")
+
+
+# While draining, deadlines are short (the idle grace, the lingering close) and the sooner the
+# last connection goes, the sooner the worker exits: check them this often.
+DRAIN_TICK = 0.05
 
 
 def tick_interval(config: Config) -> float:
     """How often timeouts are checked: 1 s, finer when a timeout is short (never below 20 ms)."""
     shortest = min(config.timeout_keep_alive, config.header_timeout)
     return max(0.02, min(1.0, shortest / 4))
+
+
+def drain_idle_grace(keep_alive_timeout: float, drain_timeout: float) -> float:
+    """How long a keep-alive connection idle at the start of a drain stays open for one more
+    request (answered with Connection: close; protocol.py, DRAIN_IDLE_SECONDS says why).
+
+    Bounded by the keep-alive timeout (the server never promised more) and by half the drain
+    timeout, so idle connections are closed by the grace, not force-closed at the timeout.
+    """
+    return max(0.0, min(DRAIN_IDLE_SECONDS, keep_alive_timeout, drain_timeout / 2))
 
 
 class Server:
@@ -50,6 +65,7 @@ class Server:
         self._servers: list[asyncio.AbstractServer] = []
         self._state: ServerState | None = None
         self._ticker: asyncio.TimerHandle | None = None
+        self._tick_every = 0.0  # state.tick, or DRAIN_TICK once draining
         self._second = 0
 
     @property
@@ -92,8 +108,10 @@ class Server:
     async def drain(self, timeout: float) -> int:
         """Stop accepting, finish in-flight requests (Connection: close), close idle connections.
 
-        Waits up to ``timeout`` seconds, then force-closes what is left and cancels app tasks
-        still running. Returns how many connections had to be force-closed.
+        An idle keep-alive connection is closed after a short grace (:func:`drain_idle_grace`)
+        unless a request comes first, which is then answered with Connection: close. Waits up
+        to ``timeout`` seconds, then force-closes what is left and cancels app tasks still
+        running. Returns how many connections had to be force-closed.
         """
         state = self.state
         state.draining = True
@@ -101,9 +119,15 @@ class Server:
             server.close()
         self._servers.clear()
         state.all_closed.clear()
+        state.now = now = state.loop.time()
+        state.drain_idle_deadline = now + drain_idle_grace(self.config.timeout_keep_alive, timeout)
+        state.drain_linger = min(DRAIN_LINGER_SECONDS, timeout / 4)
         for connection in list(state.connections):
             connection.shutdown()
-        deadline = state.loop.time() + timeout
+        if self._ticker is not None:  # from now on, deadlines are checked every DRAIN_TICK
+            self._ticker.cancel()
+            self._schedule_tick(min(state.tick, DRAIN_TICK))
+        deadline = now + timeout
         if state.connections:
             try:
                 await asyncio.wait_for(state.all_closed.wait(), timeout)
@@ -141,9 +165,12 @@ class Server:
 
     # ------------------------------------------------------------ the tick
 
-    def _schedule_tick(self) -> None:
-        state = self.state
-        self._ticker = state.loop.call_later(state.tick, self._tick)
+    def _schedule_tick(self, every: float | None = None) -> None:
+        if every is not None:
+            self._tick_every = every
+        elif not self._tick_every:
+            self._tick_every = self.state.tick
+        self._ticker = self.state.loop.call_later(self._tick_every, self._tick)
 
     def _tick(self) -> None:
         """Refresh the clock and (once a second) the date header; expire timed-out connections."""

@@ -48,6 +48,8 @@ class ServerState:
         "connections",
         "context",
         "date",
+        "drain_idle_deadline",
+        "drain_linger",
         "draining",
         "head_cache",
         "header_grace",
@@ -96,6 +98,10 @@ class ServerState:
         self.limit_concurrency = config.limit_concurrency
         self.limit_pipeline = max(1, config.limit_pipeline)
         self.draining = False
+        # Set by Server.drain: idle keep-alive connections are half-closed at drain_idle_deadline
+        # and fully closed at most drain_linger seconds later.
+        self.drain_idle_deadline = 0.0
+        self.drain_linger = 0.0
         self.head_cache = HeadCache()
         self.all_closed = asyncio.Event()
         # Each request runs in a copy of this context (a fresh one per request, so nothing an

@@ -94,3 +94,11 @@ async def contextvar_app(scope: Scope, receive: Any, send: Any) -> None:
     body = f"{seen} {after}".encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
     await send({"type": "http.response.body", "body": body})
+
+
+async def lifespan_raises_after_startup(scope: Scope, receive: Any, send: Any) -> None:
+    """Takes lifespan.startup, then raises (no startup.failed): a startup failure in every mode."""
+    if scope["type"] == "lifespan":
+        await receive()
+        raise RuntimeError("database unreachable")
+    await hello(scope, receive, send)

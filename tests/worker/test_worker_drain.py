@@ -40,8 +40,9 @@ async def test_drain_finishes_in_flight_with_close_and_closes_idle(start_server:
     await wait_for(lambda: started == ["/slow"], what="the slow request to start")
 
     drain = asyncio.create_task(running.server.drain(5.0))
-    # The idle connection is closed at once, without a response.
+    # The idle connection is closed after the drain grace, without a response.
     assert await read_until_closed(idle_reader) == b""
+    idle_writer.close()
     # New connections are refused once the listener is closed.
     await wait_for(lambda: running.server.connection_count() == 1, what="idle connection to go")
     with pytest.raises(ConnectionRefusedError):
@@ -53,6 +54,40 @@ async def test_drain_finishes_in_flight_with_close_and_closes_idle(start_server:
     assert await drain == 0
     busy_writer.close()
     idle_writer.close()
+    await running.server.shutdown()
+
+
+async def test_drain_answers_the_next_request_on_an_idle_connection(start_server: StartServer) -> None:
+    """Issue 4: a keep-alive connection idle when the drain starts is not closed under the
+    client's feet; its next request is answered, with Connection: close."""
+    running = await start_server(hello)
+    reader, writer = await running.connect()
+    writer.write(get("/first"))
+    (first,), _ = await read_responses(reader, ["GET"])
+    assert first.header(b"connection") is None
+    drain = asyncio.create_task(running.server.drain(5.0))
+    await wait_for(lambda: running.server.state.draining, what="the drain to start")
+    writer.write(get("/next"))
+    (response,) = parse_responses(await read_until_closed(reader), ["GET"])
+    assert response.body == b"hello /next" and response.header(b"connection") == b"close"
+    assert await drain == 0
+    writer.close()
+    await running.server.shutdown()
+
+
+async def test_drain_closes_idle_connections_without_forcing_them(start_server: StartServer) -> None:
+    """Idle keep-alive clients do not hold a graceful stop until its timeout: the grace is
+    bounded by half the drain timeout (the lingering close after it by a quarter), so they are
+    closed by it and none is counted as forced, even when the clients do not close on our FIN."""
+    running = await start_server(hello, timeout_keep_alive=0.2)
+    clients = [await running.connect() for _ in range(3)]
+    for reader, writer in clients:
+        writer.write(get("/"))
+        await read_responses(reader, ["GET"])
+    assert await running.server.drain(3.0) == 0
+    for reader, writer in clients:
+        assert await read_until_closed(reader) == b""  # a clean EOF, no response
+        writer.close()
     await running.server.shutdown()
 
 
@@ -76,7 +111,10 @@ async def test_serve_runs_until_stop_then_drains() -> None:
     port = sock.getsockname()[1]
     stop = asyncio.Event()
     task = asyncio.create_task(
-        serve(Config(lifespan="off", access_log=False, graceful_timeout=2.0), hello, [sock], stop)
+        # (a short keep-alive timeout: the idle client's drain grace is short too)
+        serve(
+            Config(lifespan="off", access_log=False, graceful_timeout=2.0, timeout_keep_alive=0.2), hello, [sock], stop
+        )
     )
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(get("/x"))

@@ -48,7 +48,7 @@ def test_generator_headers_and_unhashable_pairs() -> None:
     gen = ((name, value) for name, value in [(b"content-length", b"2")])
     head = cache.start(writer, 200, gen, False, "1.1", True, None)
     assert b"content-length: 2\r\n" in head and writer.remaining == 2
-    unhashable = [[b"content-length", b"2"]]
+    unhashable: Any = [[b"content-length", b"2"]]  # lists, not tuples: apps send these too
     assert cache.start(writer, 200, unhashable, False, "1.1", True, None) == head
 
 

@@ -81,7 +81,12 @@ async def test_tick_refreshes_the_date_once_per_second(monkeypatch: Any) -> None
     import asynccluster.worker.state as state_module
 
     calls: list[float] = []
-    monkeypatch.setattr(state_module, "date_header", lambda ts: calls.append(ts) or b"date: x\r\n")
+
+    def fake_date_header(ts: float) -> bytes:
+        calls.append(ts)
+        return b"date: x\r\n"
+
+    monkeypatch.setattr(state_module, "date_header", fake_date_header)
     now = [1_000_000.5]
     monkeypatch.setattr(server_module.time, "time", lambda: now[0])
     monkeypatch.setattr(state_module.time, "time", lambda: now[0])

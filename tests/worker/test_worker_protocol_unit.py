@@ -8,7 +8,7 @@ from typing import Any
 from asynccluster.config import Config
 from asynccluster.observe.stats import WorkerStats
 from asynccluster.worker.flow import BODY_HIGH_WATER
-from asynccluster.worker.protocol import HEADER, IDLE, LINGER, HttpProtocol
+from asynccluster.worker.protocol import DRAIN_IDLE, HEADER, IDLE, LINGER, NONE, HttpProtocol
 from asynccluster.worker.state import ServerState
 from tests.worker.apps import hello, slow_path
 from tests.worker.conftest import wait_for
@@ -214,12 +214,61 @@ async def test_connection_lost_disconnects_a_waiting_app() -> None:
     assert protocol.state.stats.in_flight == 0 and protocol.state.stats.connections == 0
 
 
-async def test_drain_shutdown_closes_idle_and_marks_the_last_in_flight() -> None:
+def start_draining(protocol: HttpProtocol, grace: float = 1.0) -> None:
+    """What Server.drain does to the shared state before it calls shutdown() on each connection."""
+    state = protocol.state
+    state.draining = True
+    state.drain_idle_deadline = state.now + grace
+
+
+async def test_drain_answers_a_request_on_an_idle_connection_with_close() -> None:
     protocol, transport = make(hello)
     protocol.data_received(get("/"))
+    start_draining(protocol)
     protocol.shutdown()
-    assert transport.closed  # idle: closed at once
+    assert protocol.timer == DRAIN_IDLE and not transport.closed  # idle: not closed under the client
+    protocol.data_received(get("/next"))  # the client's next request was already on its way
+    responses = parse_responses(transport.data, ["GET", "GET"], eof=False)
+    assert [r.header(b"connection") for r in responses] == [None, b"close"]
+    assert responses[1].body == b"hello /next"
+    assert transport.closed
 
+
+async def test_drain_closes_a_still_idle_connection_in_stages() -> None:
+    protocol, transport = make(hello)
+    protocol.data_received(get("/"))
+    writes = len(transport.writes)
+    start_draining(protocol)
+    protocol.shutdown()
+    protocol.check_timeout(protocol.deadline - 0.001)
+    assert not transport.eof_written  # the grace is not over
+    protocol.check_timeout(protocol.deadline)
+    # Write side shut first (RFC 9112 §9.6), reading on: a request racing the FIN is dropped, not reset.
+    assert transport.eof_written and not transport.closed and protocol.timer == LINGER
+    protocol.data_received(get("/late"))
+    assert len(transport.writes) == writes  # nothing answered after the FIN
+    protocol.check_timeout(protocol.deadline)
+    assert transport.closed
+
+
+async def test_drain_grace_never_extends_the_keep_alive_deadline() -> None:
+    protocol, _transport = make(hello, timeout_keep_alive=0.5)
+    protocol.data_received(get("/"))
+    keep_alive_deadline = protocol.deadline
+    start_draining(protocol, grace=60.0)
+    protocol.shutdown()
+    assert protocol.timer == DRAIN_IDLE and protocol.deadline == keep_alive_deadline
+
+
+async def test_unread_body_then_idle_gets_the_keep_alive_timer() -> None:
+    protocol, _transport = make(hello)
+    protocol.data_received(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\n\r\nab")
+    assert protocol.timer == NONE  # answered; the rest of the body is still arriving
+    protocol.data_received(b"cd")
+    assert protocol.timer == IDLE
+
+
+async def test_drain_marks_the_last_in_flight_response_close() -> None:
     release = asyncio.Event()
 
     async def waiting(scope: Any, receive: Any, send: Any) -> None:
@@ -228,6 +277,7 @@ async def test_drain_shutdown_closes_idle_and_marks_the_last_in_flight() -> None
 
     protocol, transport = make(waiting)
     protocol.data_received(get("/1") + get("/2"))
+    start_draining(protocol)
     protocol.shutdown()
     assert not transport.closed
     release.set()

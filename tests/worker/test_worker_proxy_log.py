@@ -48,8 +48,8 @@ async def test_access_log_line(start_server: StartServer, caplog: pytest.LogCapt
         access_log_format="%(client)s|%(method)s|%(path)s|%(query)s|%(http_version)s|%(status)d|%(bytes)d|%(worker)s",
     )
     with caplog.at_level(logging.INFO, "asynccluster.access"):
-        async with httpx.AsyncClient() as client:
-            await client.get(running.url + "/p?q=1")
+        async with httpx.AsyncClient() as http:
+            await http.get(running.url + "/p?q=1")
     (record,) = [r for r in caplog.records if r.name == "asynccluster.access"]
     client, method, path, query, version, status, size, worker = record.getMessage().split("|")
     assert client.startswith("127.0.0.1:")
