@@ -87,6 +87,31 @@ def parse_host_port(text: str) -> str:
     return text.strip()
 
 
+# One sample value per access-log field (worker/accesslog.py fills the real ones): a format
+# is checked against it when settings load, so a typo is a usage error, not a per-request one.
+ACCESS_LOG_SAMPLE: dict[str, Any] = {
+    "client": "127.0.0.1:1",
+    "method": "GET",
+    "path": "/",
+    "query": "",
+    "http_version": "1.1",
+    "status": 200,
+    "bytes": 0,
+    "duration_ms": 0.0,
+    "worker": "-",
+}
+
+
+def parse_access_log_format(text: str) -> str:
+    try:
+        text % ACCESS_LOG_SAMPLE
+    except KeyError as exc:
+        raise ValueError(f"unknown field {exc}; fields: {', '.join(ACCESS_LOG_SAMPLE)}") from None
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a %-format over the access fields: {exc}") from None
+    return text
+
+
 def choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in options:
@@ -264,6 +289,7 @@ class Config:
     access_log_format: str = setting(
         '%(client)s - "%(method)s %(path)s HTTP/%(http_version)s" %(status)d %(bytes)d %(duration_ms).1fms',
         "Access log line; fields: client, method, path, query, http_version, status, bytes, duration_ms, worker.",
+        parse=parse_access_log_format,
         group="logging",
     )
 

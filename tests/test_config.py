@@ -126,3 +126,11 @@ def test_management_commands_read_settings_from_the_config_file(tmp_path: Path) 
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert f"control directory {control}" in out.stdout
+
+
+def test_access_log_format_is_checked_when_settings_load() -> None:
+    assert load_config(cli={"access_log_format": "%(method)s %(status)d"}, env={})[0].access_log_format
+    with pytest.raises(ConfigError, match="unknown field 'user_agent'"):
+        load_config(cli={"access_log_format": "%(user_agent)s"}, env={})
+    with pytest.raises(ConfigError, match="access_log_format"):
+        load_config(cli={"access_log_format": "%(status)d %"}, env={})

@@ -29,21 +29,12 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from asynccluster.config import ACCESS_LOG_SAMPLE, Config
 from asynccluster.logs import line_writer
 
 ACCESS_LOGGER = "asynccluster.access"
-DEFAULT_FORMAT = '%(client)s - "%(method)s %(path)s HTTP/%(http_version)s" %(status)d %(bytes)d %(duration_ms).1fms'
-_SAMPLE = {
-    "client": "127.0.0.1:1",
-    "method": "GET",
-    "path": "/",
-    "query": "",
-    "http_version": "1.1",
-    "status": 200,
-    "bytes": 0,
-    "duration_ms": 0.0,
-    "worker": "-",
-}
+DEFAULT_FORMAT: str = Config.access_log_format  # declared once, in Config
+_SAMPLE = ACCESS_LOG_SAMPLE
 
 logger = logging.getLogger("asynccluster.worker")
 
