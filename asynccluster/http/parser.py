@@ -5,11 +5,8 @@ syntax, bare CR/LF, obs-fold, invalid field names/values, chunk framing, Content
 and duplicates, Content-Length together with Transfer-Encoding. This adapter adds what llhttp
 leaves to the application (RFC 9112/9110; listed in :mod:`asynccluster.http.validate`, where
 the checks live), keeping the common request to a few dict/set lookups, and enforces the
-:class:`Limits`.
-
-Two checks need raw bytes: the request-line's spaces (llhttp skips extra ones) and the size
-of chunk framing (llhttp skips chunk extensions). httptools reports no offsets, so they look
-at the reads given to :meth:`RequestParser.feed` where a read's layout is known (see there).
+:class:`Limits`. Two checks need raw bytes, as llhttp skips what they look at: the spaces of
+the request-line and the size of chunk framing (see :meth:`RequestParser.feed`).
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ from .validate import (
     OWS,
     TARGETS,
     bad,
-    check_content_length,
     check_fields,
     check_host,
     check_version,
@@ -33,6 +29,8 @@ from .validate import (
     is_websocket_upgrade,
     method_name,
     parse_target,
+    request_line_version,
+    scan_request_line,
 )
 
 __all__ = ["RequestHead", "RequestParser", "RequestSink"]
@@ -90,6 +88,7 @@ class RequestParser:
         "_hosts",
         "_hp",
         "_limits",
+        "_line",
         "_line_tail",
         "_messages",
         "_on_body_sink",
@@ -118,11 +117,11 @@ class RequestParser:
         self._state = _IDLE
         self._messages = 0
         self._held = b""
-        # The end of a request-line split across reads: its last byte, to see a double SP
-        # spanning the split. None when no request-line is being read.
+        # For the request-line's spaces: the read that began the current message (checked
+        # when its head completes), or the last byte of a request-line split across reads.
+        self._line: bytes | None = None
         self._line_tail: bytes | None = None
-        # A chunked request's on_request_complete waits for feed() to measure its framing.
-        self._complete_pending = False
+        self._complete_pending = False  # a chunked request's completion, until measured
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -142,21 +141,23 @@ class RequestParser:
     # ------------------------------------------------------------ input
 
     def feed(self, data: bytes) -> None:
-        """Parse ``data``, calling the sink for each event (pipelined requests included)."""
+        """Parse ``data``, calling the sink for each event (pipelined requests included).
+
+        httptools gives no offsets, so the raw-byte checks rely on reads: a request-line's
+        spaces are checked when the request begins a read (not when it is pipelined behind
+        another in the same read); chunk framing is measured in the reads a chunked request
+        does not share with another message (a shared read, or one that starts inside the
+        head's final CRLFCRLF, is bounded by its size alone: llhttp buffers no extension).
+        """
         state = self._state
         if state >= _PAUSED:
             if state == _PAUSED:
                 self._held += data
             return
         if state == _IDLE:
-            # RFC 9112 §3: exactly one SP between method, target and version. llhttp skips
-            # extra spaces, so look before parsing, while the request-line starts the read.
-            eol = data.find(b"\n", 2)
-            if data.find(b"  ", 0, eol) >= 0:
-                raise self._fail(bad("request-line parts must be separated by exactly one SP"))
-            self._line_tail = None if eol >= 0 else data[-1:]
-        elif self._line_tail is not None:
-            self._check_line_rest(data)
+            self._line = data
+        elif state == _HEAD and (self._line is not None or self._line_tail is not None):
+            self._check_line_pieces(data)  # a head split across reads (uncommon)
         messages = self._messages
         body_before = self._body_seen
         hp = self._hp
@@ -213,33 +214,33 @@ class RequestParser:
         if self._head_fed > self._head_max + self._url_max:
             raise self._fail(ProtocolError(431, "request header section too large"))
 
-    def _check_line_rest(self, data: bytes) -> None:
-        """More of a request-line that did not end in the previous read (uncommon)."""
-        tail = self._line_tail
-        assert tail is not None
-        eol = data.find(b"\n")
-        line = tail + (data if eol < 0 else data[:eol])
-        if b"  " in line:
-            raise self._fail(bad("request-line parts must be separated by exactly one SP"))
-        self._line_tail = None if eol >= 0 else line[-1:]
+    def _check_line_pieces(self, data: bytes) -> None:
+        line, self._line = self._line, None  # not None: the previous read began this request
+        try:
+            tail = self._line_tail if line is None else scan_request_line(line, b"")
+            self._line_tail = None if tail is None else scan_request_line(data, tail)
+        except ProtocolError as exc:
+            raise self._fail(exc) from None
 
     def _check_chunked_read(self, data: bytes, state: int, began: int, body_before: int) -> None:
         """A read with a message boundary, ending in (or just after) a chunked request.
 
-        Bounds its framing as the no-boundary reads do, where the request's share of the
-        read is known: it is the only message in the read. A chunked request that shares a
-        read with another one is not measured (httptools gives no offsets; llhttp skips chunk
-        extensions without buffering them, so such a read costs only its own size).
+        If it is the only message in the read, its share is known and its framing bounded:
+        the read minus the body, minus the head if in it (searched for only when it matters).
         """
-        start = -1
         if began == 0:  # it was already being read: its head (_HEAD) or body (_BODY)
-            start = 0 if state == _BODY else head_end(data, False)
             body = self._body_seen - body_before
         elif began == 1 and state == _IDLE:  # it began this read, alone
-            start = head_end(data, True)
             body = self._body_seen
-        if start >= 0:
-            self._check_framing(len(data) - start - body)
+        else:
+            body = -1
+        if body >= 0:
+            size = len(data) - body  # its framing, and its head if that is in this read
+            limit = self._limits.chunk_framing + 16 * self._body_seen
+            if state != _BODY and (not self._complete_pending or self._framing + size > limit):
+                start = head_end(data, state == _IDLE)
+                size = len(data) - start - body if start >= 0 else 0
+            self._check_framing(size)
         self._release_complete()
 
     def _release_complete(self) -> None:
@@ -273,7 +274,9 @@ class RequestParser:
         self._messages += 1
         self._state = _HEAD
         if self._specials is not None or self._body_seen or self._chunked or self._trailer_size:
-            self._release_complete()  # a chunked request shares this read: not measured
+            if self._complete_pending:  # a chunked request shares this read: not measured
+                self._complete_pending = False
+                self._sink.on_request_complete()
             self._reset_message()
         else:  # the common request (no body, no framing fields): reset only what it used
             self._url = b""
@@ -315,8 +318,11 @@ class RequestParser:
         specials = self._specials
         if specials is None:
             specials = self._specials = {}
-        if name == b"content-length":
-            check_content_length(raw)
+        if name == b"content-length" and (not raw.isdigit() or (raw[0] == 48 and len(raw) > 1)):
+            # Framing gets no leniency: plain 1*DIGIT, no sign, comma, whitespace or leading
+            # zero. Parsers disagreeing on such values is how requests get smuggled (RFC 9112
+            # §6.3 item 5, §11.2). Inline: every request with a body comes here.
+            raise bad("invalid Content-Length")
         previous = specials.get(name)
         # Repeated list fields combine into one comma-separated value (RFC 9110 §5.3).
         specials[name] = value if previous is None else previous + b"," + value
@@ -330,16 +336,20 @@ class RequestParser:
 
     def _on_headers_complete(self) -> None:
         hp = self._hp
-        version = hp.get_http_version()
-        if version != "1.1" and version != "1.0":
-            version = check_version(version)
         raw_method = hp.get_method()
+        url = self._url
+        line, self._line = self._line, None
+        version = None if line is None else request_line_version(line, raw_method, url)
+        if version is None:
+            version = hp.get_http_version()  # a str.format() call: the raw bytes are cheaper
+            if version != "1.1" and version != "1.0":
+                version = check_version(version)
         method = METHODS.get(raw_method)
         if method is None:
             method = method_name(raw_method)
-        target = TARGETS.get(self._url)
+        target = TARGETS.get(url)
         if target is None:
-            target = parse_target(self._url, method)
+            target = parse_target(url, method)
         if self._hosts != 1:
             if self._hosts > 1:
                 raise bad("more than one Host header field")

@@ -63,11 +63,10 @@ def run_all_splits(
     whole = run(raw, max(1, len(raw)), limits)
     for step in range(1, len(raw)):
         got = run(raw, step, limits)
-        if not same_events:
-            got, whole_cmp = got[1], whole[1]
+        if same_events:
+            assert got == whole, f"split size {step} differs from whole input"
         else:
-            whole_cmp = whole
-        assert got == whole_cmp, f"split size {step} differs from whole input"
+            assert got[1] == whole[1], f"split size {step} differs from whole input"
     return whole
 
 
@@ -177,6 +176,14 @@ def test_leading_empty_line_is_ignored() -> None:
     assert status is None and [e[0] for e in events] == ["request", "complete"]
 
 
+def test_double_spaces_outside_the_request_line_are_fine() -> None:
+    raw = request(b"POST /p HTTP/1.1\nHost: h\nX-A: a  b\nContent-Length: 6\n", b"  x  \n")
+    events, status = run_all_splits(b"\r\n" + raw + GET)
+    assert status is None
+    assert (b"x-a", b"a  b") in events[0][1]["headers"]
+    assert events[1:] == [("body", b"  x  \n"), ("complete",), ("request", events[3][1]), ("complete",)]
+
+
 def test_ipv6_host_and_duplicate_headers_kept() -> None:
     raw = request(b"GET / HTTP/1.1\nHost: [::1]:8000\nX-Dup: 1\nx-dup: 2\n")
     events, status = run_all_splits(raw)
@@ -235,6 +242,16 @@ BAD: list[tuple[str, bytes, int]] = [
     ("ignored upgrade with body", request(b"POST / HTTP/1.1\nHost: a\nConnection: upgrade\nUpgrade: h2c\n"
                                           b"Content-Length: 1\n", b"x"), 400),
     ("garbage", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),
+    # RFC 9112 §3: exactly one SP between the request-line's parts (llhttp skips extra ones).
+    ("double SP after method", request(b"GET  / HTTP/1.1\nHost: a\n"), 400),
+    ("double SP after target", request(b"GET /  HTTP/1.1\nHost: a\n"), 400),
+    ("SPs around target", request(b"GET  /x  HTTP/1.1\nHost: a\n"), 400),
+    # The version's 'H' lands where a single-SP line would have it: the raw bytes still tell.
+    ("SPs shifting an H", request(b"GET   /aH HTTP/1.1\nHost: a\n"), 400),
+    ("SPs before an absolute target", request(b"GET" + b" " * 11 + b"HTTP://a/ HTTP/1.1\nHost: a\n"), 400),
+    ("double SP after an empty line", b"\r\n" + request(b"GET  / HTTP/1.1\nHost: a\n"), 400),
+    ("empty line, SPs shifting an H", b"\r\n" + request(b"GET  /aHb HTTP/1.1\nHost: a\n"), 400),
+    ("double SP in a POST", request(b"POST  /p HTTP/1.1\nHost: a\nContent-Length: 1\n", b"x"), 400),
 ]  # fmt: skip
 
 
@@ -305,6 +322,53 @@ def test_endless_chunk_extension_is_refused() -> None:
         for _ in range(100):
             parser.feed(b"a" * 1024)
     assert info.value.status == 400
+
+
+CHUNKED_HEAD = request(b"POST / HTTP/1.1\nHost: a\nTransfer-Encoding: chunked\n")
+
+
+def test_long_chunk_extension_is_refused_however_it_arrives() -> None:
+    # MAL-CHUNK-EXT-64K: the same bound whether the extension arrives alone or in the read
+    # that also holds the head and the end of the message; the request never completes.
+    raw = CHUNKED_HEAD + b"5;ext=" + b"a" * 2048 + b"\r\nhello\r\n0\r\n\r\n"
+    events, status = run_all_splits(raw, Limits(chunk_framing=1024), same_events=False)
+    assert status == 400
+    assert [e[0] for e in events] == ["request", "body"]
+
+
+def test_64k_chunk_extension_in_one_read_is_refused() -> None:
+    sink = Recorder()
+    parser = RequestParser(sink)
+    with pytest.raises(ProtocolError) as info:
+        parser.feed(CHUNKED_HEAD + b"5;ext=" + b"a" * 65536 + b"\r\nhello\r\n0\r\n\r\n")
+    assert info.value.status == 400
+    assert ("complete",) not in sink.events
+
+
+@pytest.mark.parametrize(("ext", "status"), [(167, None), (168, 400)])
+def test_chunk_framing_in_one_read_is_measured_exactly(ext: int, status: int | None) -> None:
+    # Framing after the head: "5;e=" ext CRLF, CRLF after the data, "0" CRLF CRLF = 13 + ext
+    # bytes; the bound is chunk_framing + 16 x 5 bytes of data = 180.
+    raw = b"\r\n" + CHUNKED_HEAD + b"5;e=" + b"x" * ext + b"\r\nhello\r\n0\r\n\r\n"
+    events, got = run(raw, len(raw), Limits(chunk_framing=100))
+    assert got == status
+    assert (("complete",) in events) is (status is None)
+
+
+def test_chunk_extensions_within_the_bound_pass_in_one_read() -> None:
+    chunks = b"".join(b"%x;n=%s\r\n%s\r\n" % (100, b"v" * 100, b"d" * 100) for _ in range(20))
+    events, status = run(b"\r\n" + CHUNKED_HEAD + chunks + b"0;last=1\r\nX-T: 1\r\n\r\n" + GET, 1 << 20)
+    assert status is None
+    assert events[1:3] == [("body", b"d" * 2000), ("complete",)]
+    assert [e[0] for e in events[3:]] == ["request", "complete"]
+
+
+def test_chunked_request_pipelined_with_others_keeps_event_order() -> None:
+    raw = GET + CHUNKED_HEAD + b"3;x=y\r\nabc\r\n0\r\n\r\n" + GET
+    events, status = run_all_splits(raw)
+    assert status is None
+    kinds = [e[0] for e in events]
+    assert kinds == ["request", "complete", "request", "body", "complete", "request", "complete"]
 
 
 def test_ordinary_chunking_is_not_mistaken_for_framing_abuse() -> None:
