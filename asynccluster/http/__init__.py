@@ -26,7 +26,7 @@ parser.py
         UTF-8), query_string: bytes, http_version: str ("1.1" or "1.0"),
         headers: list[tuple[bytes, bytes]] (names lower-cased, order and duplicates kept),
         keep_alive: bool, expect_continue: bool, content_length: int | None, chunked: bool,
-        upgrade: bytes | None
+        upgrade: bytes | None, proxied: bool (a Forwarded/X-Forwarded-* field is present)
 errors.py
     class ProtocolError(Exception): status: int, reason: str
 limits.py

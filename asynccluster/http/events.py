@@ -30,6 +30,7 @@ class RequestHead:
         "keep_alive",
         "method",
         "path",
+        "proxied",
         "query_string",
         "raw_path",
         "upgrade",
@@ -48,6 +49,7 @@ class RequestHead:
         content_length: int | None,
         chunked: bool,
         upgrade: bytes | None,
+        proxied: bool = False,
     ) -> None:
         self.method = method
         self.raw_path = raw_path
@@ -60,6 +62,8 @@ class RequestHead:
         self.content_length = content_length
         self.chunked = chunked
         self.upgrade = upgrade
+        # A Forwarded / X-Forwarded-For / X-Forwarded-Proto field is among the headers.
+        self.proxied = proxied
 
     def __repr__(self) -> str:
         return f"<RequestHead {self.method} {self.raw_path!r} HTTP/{self.http_version}>"

@@ -11,6 +11,8 @@ the request-line and the size of chunk framing (see :meth:`RequestParser.feed`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import httptools
 
 from .errors import ProtocolError
@@ -36,10 +38,18 @@ from .validate import (
 __all__ = ["RequestHead", "RequestParser", "RequestSink"]
 
 
+# Proxy fields: only noted (head.proxied), so the worker looks for them only when present.
+_PROXY = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-proto"))
 # Fields needing a look at parse time; everything else is only lower-cased and stored.
-_SPECIAL = frozenset(
-    (b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"sec-websocket-version")
+_SPECIAL = (
+    frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"sec-websocket-version"))
+    | _PROXY
 )
+
+# No request-line starts with this (the request-line cache's initial entry).
+_NO_LINE = b"\0"
+# Longest request-target the request-line cache keeps (a line is held per connection).
+_LINE_CACHEABLE = 256
 
 # Parser states.
 _IDLE = 0  # between messages
@@ -87,11 +97,13 @@ class RequestParser:
         "_host",
         "_hosts",
         "_hp",
+        "_last_line",
         "_limits",
         "_line",
         "_line_tail",
         "_messages",
         "_on_body_sink",
+        "_proxied",
         "_sink",
         "_specials",
         "_state",
@@ -122,6 +134,9 @@ class RequestParser:
         self._line: bytes | None = None
         self._line_tail: bytes | None = None
         self._complete_pending = False  # a chunked request's completion, until measured
+        # The last valid request-line seen at the start of a read, with its decoded parts:
+        # clients repeat theirs (keep-alive), and a byte-equal line needs no new checks.
+        self._last_line: tuple[bytes, str, Any, str] = (_NO_LINE, "", (b"", "", b""), "")
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -130,6 +145,7 @@ class RequestParser:
         self._head_size = 0
         self._host = b""
         self._hosts = 0
+        self._proxied = False
         self._specials: dict[bytes, bytes] | None = None
         self._head_fed = 0
         self._body_seen = 0
@@ -273,7 +289,7 @@ class RequestParser:
     def _on_message_begin(self) -> None:
         self._messages += 1
         self._state = _HEAD
-        if self._specials is not None or self._body_seen or self._chunked or self._trailer_size:
+        if self._specials is not None or self._body_seen or self._chunked or self._trailer_size or self._proxied:
             if self._complete_pending:  # a chunked request shares this read: not measured
                 self._complete_pending = False
                 self._sink.on_request_complete()
@@ -311,6 +327,8 @@ class RequestParser:
             if name == b"host":
                 self._host = value
                 self._hosts += 1
+            elif name in _PROXY:
+                self._proxied = True
             else:
                 self._on_special(name, value, raw)
 
@@ -336,20 +354,14 @@ class RequestParser:
 
     def _on_headers_complete(self) -> None:
         hp = self._hp
-        raw_method = hp.get_method()
-        url = self._url
         line, self._line = self._line, None
-        version = None if line is None else request_line_version(line, raw_method, url)
-        if version is None:
-            version = hp.get_http_version()  # a str.format() call: the raw bytes are cheaper
-            if version != "1.1" and version != "1.0":
-                version = check_version(version)
-        method = METHODS.get(raw_method)
-        if method is None:
-            method = method_name(raw_method)
-        target = TARGETS.get(url)
-        if target is None:
-            target = parse_target(url, method)
+        known = self._last_line
+        if line is not None and line.startswith(known[0]):
+            # The same request-line as the last one checked, byte for byte (CRLF included), at
+            # the start of the read: llhttp parsed it the same way, and it was found valid.
+            method, target, version = known[1], known[2], known[3]
+        else:
+            method, target, version = self._request_line(line)
         if self._hosts != 1:
             if self._hosts > 1:
                 raise bad("more than one Host header field")
@@ -380,8 +392,41 @@ class RequestParser:
                 content_length,
                 self._chunked,
                 upgrade,
+                self._proxied,
             )
         )
+
+    def _request_line(self, line: bytes | None) -> tuple[str, tuple[bytes, str, bytes], str]:
+        """Check and decode the request-line (method, target, version); remember a valid one."""
+        hp = self._hp
+        raw_method = hp.get_method()
+        url = self._url
+        checked = None if line is None else request_line_version(line, raw_method, url)
+        version = checked
+        if version is None:
+            version = hp.get_http_version()  # a str.format() call: the raw bytes are cheaper
+            if version != "1.1" and version != "1.0":
+                version = check_version(version)
+        method = METHODS.get(raw_method)
+        if method is None:
+            method = method_name(raw_method)
+        target = TARGETS.get(url)
+        if target is None:
+            target = parse_target(url, method)
+        if checked is not None and line is not None and len(url) <= _LINE_CACHEABLE:
+            self._remember_line(line, raw_method, url, (method, target, version))
+        return method, target, version
+
+    def _remember_line(self, line: bytes, raw_method: bytes, url: bytes, parts: tuple[str, Any, str]) -> None:
+        """Keep ``line``'s request-line if it is exactly "method SP target SP HTTP/1.x CRLF".
+
+        request_line_version has seen single SPs around the target and "HTTP/1.x" after them
+        (llhttp checked the rest of the version); the CRLF is checked here, so the kept bytes
+        are the whole request-line and nothing else.
+        """
+        end = len(raw_method) + len(url) + 2 + 8
+        if line.startswith(raw_method) and line[end : end + 2] == b"\r\n":
+            self._last_line = (line[: end + 2], *parts)
 
     def _on_body(self, data: bytes) -> None:
         self._body_seen += len(data)

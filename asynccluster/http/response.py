@@ -229,6 +229,14 @@ class ResponseWriter:
         elif http_version == "1.0":
             parts.append(_KEEP_ALIVE_LINE)  # HTTP/1.0 closes unless told otherwise
 
+    def save(self) -> tuple[bool, bool, bool, int | None]:
+        """This response's framing state (every public slot), for :meth:`restore`."""
+        return (self.chunked, self.keep_alive, self.no_body, self.remaining)
+
+    def restore(self, state: tuple[bool, bool, bool, int | None]) -> None:
+        """Set the framing state :meth:`save` returned: the same head again, without ``start``."""
+        self.chunked, self.keep_alive, self.no_body, self.remaining = state
+
     def body(self, data: bytes) -> bytes:
         """Framed bytes for a piece of body (b"" for bodiless responses or empty data)."""
         if self.no_body or not data:
@@ -243,6 +251,16 @@ class ResponseWriter:
         if self.chunked:
             return b"%x\r\n%s\r\n" % (len(data), data)
         return data
+
+    def last(self, data: bytes) -> bytes:
+        """``body(data) + end()`` in one step: the final (often the only) body message."""
+        remaining = self.remaining
+        if remaining is not None and remaining == len(data) and not self.no_body:
+            self.remaining = 0  # the common case: a Content-Length body sent in one piece
+            return data
+        framed = self.body(data) if data else b""
+        end = self.end()
+        return framed + end if end else framed
 
     def end(self) -> bytes:
         """Bytes that finish the body; raises ResponseError if Content-Length was not met."""

@@ -15,6 +15,7 @@ from typing import Any
 LATENCY_BUCKETS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+_FIRST_BUCKET = LATENCY_BUCKETS[0]
 
 
 class WorkerStats:
@@ -33,8 +34,12 @@ class WorkerStats:
         """One finished response: its status and the time from request head to last byte."""
         self.requests += 1
         counts = self.status_counts
-        counts[status] = counts.get(status, 0) + 1
-        self.latency_counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        if status in counts:
+            counts[status] += 1
+        else:
+            counts[status] = 1
+        # Most responses fall in the first bucket: skip the search for them.
+        self.latency_counts[0 if seconds <= _FIRST_BUCKET else bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.latency_sum += seconds
 
     def snapshot(self) -> dict[str, Any]:

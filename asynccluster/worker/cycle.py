@@ -247,11 +247,7 @@ class Cycle:
                 raise self._invalid(f"'body' must be bytes, got {type(body).__name__}")
             writer = protocol.writer
             try:
-                data = writer.body(body) if body else b""
-                if not more_body:
-                    end = writer.end()
-                    if end:
-                        data += end
+                data = writer.body(body) if more_body else writer.last(body)
             except (ResponseError, TypeError) as exc:
                 raise self._body_error(exc, body) from None
             if body:

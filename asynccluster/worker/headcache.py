@@ -21,17 +21,21 @@ from asynccluster.http.response import ResponseWriter
 
 MAX_ENTRIES = 256
 
-# The writer's per-response state: every public slot (what body()/end()/keep_alive read).
-# Derived from the class, so a slot added to ResponseWriter is carried along automatically.
+# The writer's per-response state: every public slot, in the order ResponseWriter.save() and
+# restore() use (the headcache tests compare them, so a slot added to the writer is caught).
 STATE_SLOTS: tuple[str, ...] = tuple(name for name in ResponseWriter.__slots__ if not name.startswith("_"))
 
 
 class HeadCache:
-    __slots__ = ("_date", "_entries")
+    __slots__ = ("_date", "_entries", "_last_entry", "_last_key")
 
     def __init__(self) -> None:
-        self._entries: dict[Any, tuple[bytes, tuple[Any, ...]]] = {}
+        self._entries: dict[Any, tuple[bytes, tuple[bool, bool, bool, int | None]]] = {}
         self._date: bytes | None = None
+        # The last key looked up and its entry: an app usually sends the same head again, and
+        # comparing with it (element identity first) costs less than hashing the key anew.
+        self._last_key: Any = None
+        self._last_entry: tuple[bytes, tuple[bool, bool, bool, int | None]] = (b"", (False, False, False, None))
 
     def start(
         self,
@@ -47,6 +51,10 @@ class HeadCache:
         if not isinstance(headers, tuple):
             headers = tuple(headers)  # also makes a one-shot iterable reusable
         key = (status, headers, head_request, http_version, keep_alive, date)
+        if key == self._last_key:
+            last = self._last_entry
+            writer.restore(last[1])
+            return last[0]
         try:
             hit = self._entries.get(key)
         except TypeError:  # unhashable header pairs: no caching for this response
@@ -54,10 +62,10 @@ class HeadCache:
                 status, headers, head_request=head_request, http_version=http_version, keep_alive=keep_alive, date=date
             )
         if hit is not None:
-            head, state = hit
-            for name, value in zip(STATE_SLOTS, state, strict=True):
-                setattr(writer, name, value)
-            return head
+            self._last_key = key
+            self._last_entry = hit
+            writer.restore(hit[1])
+            return hit[0]
         head = writer.start(
             status, headers, head_request=head_request, http_version=http_version, keep_alive=keep_alive, date=date
         )
@@ -65,5 +73,7 @@ class HeadCache:
         if date is not self._date or len(entries) >= MAX_ENTRIES:
             entries.clear()
             self._date = date
-        entries[key] = (head, tuple(getattr(writer, name) for name in STATE_SLOTS))
+        entries[key] = entry = (head, writer.save())
+        self._last_key = key
+        self._last_entry = entry
         return head

@@ -36,8 +36,6 @@ from asynccluster.worker.wsframes import valid_key
 
 logger = logging.getLogger("asynccluster.worker")
 
-PROXY_HEADERS = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-proto"))
-
 # Timer kinds (what ``deadline`` means)
 NONE = 0  # a request is being answered: the app takes the time it needs
 IDLE = 1  # between requests (keep-alive), or a fresh connection: close silently
@@ -151,6 +149,14 @@ class HttpProtocol(asyncio.Protocol):
             "client": client,
             "root_path": state.root_path,
             "extensions": {},
+            # Per-request keys, set by on_request. Present here so that the copy is already
+            # full size: adding them to an 8-key copy would resize it on every request.
+            "method": "",
+            "path": "",
+            "raw_path": b"",
+            "query_string": b"",
+            "headers": (),
+            "state": None,
         }
         # A fresh connection gets header_timeout to start talking, then is closed silently.
         self.timer = IDLE
@@ -251,17 +257,19 @@ class HttpProtocol(asyncio.Protocol):
             scope["raw_path"] = head.raw_path
         scope["query_string"] = head.query_string
         scope["headers"] = head.headers
+        # Apps and middleware may write into extensions: one request's must not leak into the
+        # next on this connection (the template's dict would be shared by every copy).
+        scope["extensions"] = {}
         if head.http_version != "1.1":
             scope["http_version"] = head.http_version
-        scope["state"] = state.lifespan_state.copy()
-        if self.trusted:
-            # Most requests carry no proxy header: look before calling the resolver.
-            for name, _ in head.headers:
-                if name in PROXY_HEADERS:
-                    proxies = state.proxies
-                    assert proxies is not None
-                    scope["client"], scope["scheme"] = proxies.resolve(head.headers, scope["client"], scope["scheme"])
-                    break
+        lifespan_state = state.lifespan_state
+        # A shallow copy per request (ASGI lifespan "state"); most apps keep none: a new dict is cheaper.
+        scope["state"] = lifespan_state.copy() if lifespan_state else {}
+        if head.proxied and self.trusted:
+            # Most requests carry no proxy header (the parser notes one): only then resolve.
+            proxies = state.proxies
+            assert proxies is not None
+            scope["client"], scope["scheme"] = proxies.resolve(head.headers, scope["client"], scope["scheme"])
         self.fresh = False
         if head.upgrade is not None:
             # A WebSocket handshake: the parser holds what follows it. It is answered by the

@@ -76,6 +76,24 @@ async def test_contextvars_are_fresh_per_request(start_server: StartServer) -> N
     assert [r.body for r in responses] == [b"unset /one", b"unset /suspend-two", b"unset /three"]
 
 
+async def test_scope_dicts_are_not_shared_between_requests(start_server: StartServer) -> None:
+    """An app writing into scope["extensions"] or scope["state"] leaves the next request's alone."""
+
+    async def marking_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = f"{sorted(scope['extensions'])} {sorted(scope['state'])}".encode()
+        scope["extensions"]["mark"] = True
+        scope["state"]["mark"] = True
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+        await send({"type": "http.response.body", "body": body})
+
+    running = await start_server(marking_app)
+    reader, writer = await running.connect()
+    writer.write(get("/one") + get("/two"))
+    responses, _ = await read_responses(reader, ["GET"] * 2)
+    writer.close()
+    assert [r.body for r in responses] == [b"[] []", b"[] []"]
+
+
 # ---------------------------------------------------------------- keep-alive, pipelining, versions
 
 
