@@ -23,6 +23,7 @@ from asynccluster.config import (
     load_config,
     parse_bool,
     settings,
+    unknown_env_warnings,
 )
 
 GROUP_TITLES = {
@@ -138,6 +139,8 @@ def command_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"asynccluster: error: {exc}", file=sys.stderr)
         return exitcodes.USAGE
+    for warning in unknown_env_warnings(os.environ):
+        print(f"asynccluster: warning: {warning}", file=sys.stderr)
     if args.print_config:
         print(format_effective_config(config, sources))
         return exitcodes.OK

@@ -43,21 +43,65 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected true/false, got {text!r}")
 
 
+def _number(convert: Callable[[str], Any], minimum: float, what: str) -> Callable[[str], Any]:
+    """A parser for numbers >= ``minimum`` whose error says what is expected."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text.strip())
+        except ValueError:
+            raise ValueError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise ValueError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = f"parse_{what.replace(' ', '_')}"
+    return parse
+
+
+positive_int = _number(int, 1, "a whole number >= 1")
+non_negative_int = _number(int, 0, "a whole number >= 0")
+non_negative_float = _number(float, 0.0, "a number of seconds >= 0")
+
+
+def positive_float(text: str) -> float:
+    value: float = non_negative_float(text)
+    if value == 0:
+        raise ValueError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def parse_port(text: str) -> int:
+    port: int = non_negative_int(text)
+    if port > 65535:
+        raise ValueError(f"expected a port from 0 to 65535, got {text!r}")
+    return port
+
+
+def parse_fd(text: str) -> int:
+    fd = int(_number(int, -1, "a file descriptor number (-1: none)")(text))
+    return fd
+
+
 def parse_size(text: str) -> int:
     """Bytes, with an optional K/M/G suffix (binary units, like pm2's max_memory_restart)."""
     cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
     units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    if cleaned and cleaned[-1] in units:
-        return int(float(cleaned[:-1]) * units[cleaned[-1]])
-    return int(cleaned)
+    scale = units.get(cleaned[-1:], 1)
+    number = cleaned[:-1] if scale > 1 else cleaned
+    try:
+        value = int(float(number) * scale)
+    except ValueError:
+        raise ValueError(f"expected a size in bytes, optionally with K, M or G (e.g. 512M), got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a size >= 0, got {text!r}")
+    return value
 
 
 def parse_workers(text: str) -> int | str:
     if text.strip().lower() == "auto":
         return "auto"
-    count = int(text)
-    if count < 1:
-        raise ValueError("workers must be at least 1, or 'auto'")
+    count: int = _number(int, 1, "a number of workers >= 1, or 'auto'")(text)
     return count
 
 
@@ -195,31 +239,38 @@ class Config:
     timeout: float = setting(
         30.0,
         "Seconds a worker's heartbeat may be late before its stacks are dumped and it is replaced.",
-        parse=float,
+        parse=positive_float,
         group="cluster",
     )
     graceful_timeout: float = setting(
         30.0,
         "Seconds a stopping worker gets to finish in-flight requests before it is killed.",
-        parse=float,
+        parse=non_negative_float,
         group="cluster",
     )
     ready_timeout: float = setting(
-        60.0, "Seconds a new worker gets to become ready (import + lifespan startup).", parse=float, group="cluster"
+        60.0,
+        "Seconds a new worker gets to become ready (import + lifespan startup).",
+        parse=positive_float,
+        group="cluster",
     )
-    reload_batch: int = setting(1, "Workers replaced at a time during a rolling reload.", parse=int, group="cluster")
-    max_requests: int = setting(0, "Recycle a worker after this many requests (0: never).", parse=int, group="cluster")
+    reload_batch: int = setting(
+        1, "Workers replaced at a time during a rolling reload.", parse=positive_int, group="cluster"
+    )
+    max_requests: int = setting(
+        0, "Recycle a worker after this many requests (0: never).", parse=non_negative_int, group="cluster"
+    )
     max_requests_jitter: int = setting(
         0,
         "Random extra requests (0..N) added per worker to max_requests, to spread recycles.",
-        parse=int,
+        parse=non_negative_int,
         group="cluster",
     )
     max_lifetime: float = setting(
-        0.0, "Recycle a worker after this many seconds (0: never).", parse=float, group="cluster"
+        0.0, "Recycle a worker after this many seconds (0: never).", parse=non_negative_float, group="cluster"
     )
     max_lifetime_jitter: float = setting(
-        0.0, "Random extra seconds (0..N) added per worker to max_lifetime.", parse=float, group="cluster"
+        0.0, "Random extra seconds (0..N) added per worker to max_lifetime.", parse=non_negative_float, group="cluster"
     )
     max_memory: int = setting(
         0, "Recycle a worker whose RSS exceeds this size, e.g. 512M (0: never).", parse=parse_size, group="cluster"
@@ -227,25 +278,29 @@ class Config:
 
     # Network
     host: str = setting("127.0.0.1", "Address to bind.", group="network")
-    port: int = setting(8000, "Port to bind (0: pick a free port and print it).", parse=int, group="network")
+    port: int = setting(8000, "Port to bind (0: pick a free port and print it).", parse=parse_port, group="network")
     uds: str = setting("", "Bind a Unix domain socket at this path instead of host:port.", group="network")
     fd: int = setting(
-        -1, "Serve an already-bound socket inherited as this file descriptor.", parse=int, group="network"
+        -1, "Serve an already-bound socket inherited as this file descriptor.", parse=parse_fd, group="network"
     )
-    backlog: int = setting(2048, "listen() backlog of each listening socket.", parse=int, group="network")
+    backlog: int = setting(2048, "listen() backlog of each listening socket.", parse=positive_int, group="network")
 
     # HTTP
     timeout_keep_alive: float = setting(
-        5.0, "Seconds an idle keep-alive connection is kept open.", parse=float, group="http"
+        5.0, "Seconds an idle keep-alive connection is kept open.", parse=positive_float, group="http"
     )
     header_timeout: float = setting(
         10.0,
         "Seconds a client gets to send a request's header section (then 408 and close).",
-        parse=float,
+        parse=positive_float,
         group="http",
     )
-    limit_request_line: int = setting(8192, "Longest request line in bytes (longer: 414).", parse=int, group="http")
-    limit_request_fields: int = setting(100, "Most header fields in a request (more: 431).", parse=int, group="http")
+    limit_request_line: int = setting(
+        8192, "Longest request line in bytes (longer: 414).", parse=positive_int, group="http"
+    )
+    limit_request_fields: int = setting(
+        100, "Most header fields in a request (more: 431).", parse=positive_int, group="http"
+    )
     limit_request_header_size: int = setting(
         32768, "Largest header section in bytes (larger: 431).", parse=parse_size, group="http"
     )
@@ -253,10 +308,13 @@ class Config:
         0, "Largest request body in bytes, e.g. 10M (larger: 413; 0: no limit).", parse=parse_size, group="http"
     )
     limit_concurrency: int = setting(
-        0, "Most open connections per worker (0: no limit); beyond it new connections get 503.", parse=int, group="http"
+        0,
+        "Most open connections per worker (0: no limit); beyond it new connections get 503.",
+        parse=non_negative_int,
+        group="http",
     )
     limit_pipeline: int = setting(
-        64, "Most pipelined requests buffered per connection before reading pauses.", parse=int, group="http"
+        64, "Most pipelined requests buffered per connection before reading pauses.", parse=positive_int, group="http"
     )
     server_header: bool = setting(True, "Send a 'server: asynccluster' header.", parse=parse_bool, group="http")
     date_header: bool = setting(True, "Send a 'date' header (refreshed once a second).", parse=parse_bool, group="http")
@@ -343,8 +401,6 @@ def parse_value(name: str, value: Any) -> Any:
         return tuple(str(item) for item in value)
     if isinstance(value, bool) and parser is parse_bool:
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and parser in (int, float, parse_size):
-        return parser(str(value)) if parser is not float else float(value)
     try:
         return parser(str(value))
     except ValueError as exc:
@@ -358,6 +414,20 @@ def unknown_key_message(name: str) -> str:
 
 
 _FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Config)}
+
+# ASYNCCLUSTER_* variables that are not settings: set for the app inside a worker, or read by
+# the test suite. Any other unknown one is most likely a typo of a setting.
+NON_SETTING_ENV = frozenset({"ASYNCCLUSTER_WORKER_ID", "ASYNCCLUSTER_WORKER_INCARNATION", "ASYNCCLUSTER_CONFORMANCE"})
+
+
+def unknown_env_warnings(env: Mapping[str, str]) -> list[str]:
+    """One message per ASYNCCLUSTER_* variable that names no setting (with a close match)."""
+    known = {env_name(name) for name in _FIELDS} | NON_SETTING_ENV
+    return [
+        f"environment variable {key} is ignored: {unknown_key_message(key[len(ENV_PREFIX) :].lower())}"
+        for key in sorted(env)
+        if key.startswith(ENV_PREFIX) and key not in known
+    ]
 
 
 # ---------------------------------------------------------------- loading with precedence

@@ -35,6 +35,9 @@ def import_module(module_name: str) -> Any:
             f"could not import module {module_name!r}: it imports {exc.name!r}, which is not installed\n"
             f"{_last_frame(exc)}"
         ) from None
+    except SyntaxError as exc:  # its own file and line: the traceback would point into importlib
+        where = f"  at {exc.filename}:{exc.lineno}: {(exc.text or '').strip()}"
+        raise AppImportError(f"could not import module {module_name!r}: SyntaxError: {exc.msg}\n{where}") from None
     except Exception as exc:  # the module itself raised while importing
         raise AppImportError(
             f"could not import module {module_name!r}: {type(exc).__name__}: {exc}\n{_last_frame(exc)}"
@@ -76,7 +79,7 @@ def load_app(spec: str, *, factory: bool = False, app_dir: str = ".") -> Any:
 
 def _last_frame(exc: BaseException) -> str:
     """The innermost frame of the error: where to look, without the importlib noise."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if not frame.filename.startswith("<frozen")]
     if not frames:
         return ""
     last = frames[-1]

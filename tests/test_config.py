@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from asynccluster.cli import build_parser, config_from_args, format_effective_config
-from asynccluster.config import Config, ConfigError, load_config, parse_size, settings
+from asynccluster.config import Config, ConfigError, load_config, parse_size, settings, unknown_env_warnings
 from asynccluster.docs import settings_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,3 +135,56 @@ def test_access_log_format_is_checked_when_settings_load() -> None:
         load_config(cli={"access_log_format": "%(user_agent)s"}, env={})
     with pytest.raises(ConfigError, match="access_log_format"):
         load_config(cli={"access_log_format": "%(status)d %"}, env={})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("port", "70000", "a port from 0 to 65535"),
+        ("port", "-1", ">= 0"),
+        ("workers", "abc", "a number of workers >= 1, or 'auto'"),
+        ("max_memory", "12X", "K, M or G"),
+        ("graceful_timeout", "-1", ">= 0"),
+        ("ready_timeout", "0", "> 0"),
+        ("backlog", "-5", ">= 1"),
+        ("limit_pipeline", "0", ">= 1"),
+    ],
+)
+def test_out_of_range_values_say_what_is_expected(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{name}: expected .*{re.escape(message)}"):
+        load_config(cli={name: value}, env={})
+
+
+def test_toml_numbers_and_python_values_are_accepted(tmp_path: Path) -> None:
+    file = write(tmp_path / "ac.toml", "graceful_timeout = 2.5\nport = 0\nproxy_headers = false\nmax_memory = 1024\n")
+    config, _ = load_config(env={}, config_file=file)
+    assert (config.graceful_timeout, config.port, config.proxy_headers, config.max_memory) == (2.5, 0, False, 1024)
+
+
+def test_defaults_elsewhere_match_config() -> None:
+    """Lower layers that cannot take Config (http/ is sans-IO) repeat a default: it must be Config's."""
+    import inspect
+
+    from asynccluster.http.limits import Limits
+    from asynccluster.http.proxy import TrustedProxies
+    from asynccluster.sockets import Listeners
+    from asynccluster.worker.lifespan import Lifespan
+
+    config = Config()
+    limits = Limits()
+    assert (limits.request_line, limits.header_fields, limits.header_size, limits.body) == (
+        config.limit_request_line,
+        config.limit_request_fields,
+        config.limit_request_header_size,
+        config.limit_request_body,
+    )
+    assert inspect.signature(TrustedProxies).parameters["trusted"].default == config.forwarded_allow_ips
+    assert inspect.signature(Lifespan).parameters["shutdown_timeout"].default == config.graceful_timeout
+    assert Listeners.__dataclass_fields__["backlog"].default == config.backlog
+
+
+def test_unknown_environment_settings_are_warned_about() -> None:
+    warnings = unknown_env_warnings({"ASYNCCLUSTER_WOKRERS": "3", "ASYNCCLUSTER_WORKER_ID": "0", "HOME": "/"})
+    assert warnings == [
+        "environment variable ASYNCCLUSTER_WOKRERS is ignored: unknown setting 'wokrers'; did you mean 'workers'?"
+    ]

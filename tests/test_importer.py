@@ -18,8 +18,9 @@ def app_dir(tmp_path: Path) -> Iterator[Path]:
     )
     (tmp_path / "raising_app_mod.py").write_text("x = 1\nraise RuntimeError('boom at import')\n")
     (tmp_path / "dep_app_mod.py").write_text("import not_installed_pkg_xyz\n")
+    (tmp_path / "syntax_app_mod.py").write_text("x = 1\ndef broken(:\n    pass\n")
     yield tmp_path
-    for name in ("good_app_mod", "raising_app_mod", "dep_app_mod"):
+    for name in ("good_app_mod", "raising_app_mod", "dep_app_mod", "syntax_app_mod"):
         sys.modules.pop(name, None)
 
 
@@ -37,6 +38,8 @@ def test_loads_attribute_and_factory(app_dir: Path) -> None:
         ("good_app_mod:nope", "has no attribute 'nope' (it has: app, make)"),
         ("raising_app_mod:app", "RuntimeError: boom at import"),
         ("dep_app_mod:app", "imports 'not_installed_pkg_xyz', which is not installed"),
+        ("syntax_app_mod:app", "syntax_app_mod.py:2: def broken(:"),
+        ("raising_app_mod:app", "raising_app_mod.py:2 in <module>"),
     ],
 )
 def test_errors_are_one_clear_message(app_dir: Path, spec: str, message: str) -> None:
