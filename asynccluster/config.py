@@ -494,3 +494,10 @@ def format_settings_table() -> str:
             default = ",".join(default)
         lines.append(f"| {fld.name} | `{flag}` | `{env_name(fld.name)}` | `{default}` | {fld.metadata['help']} |")
     return "\n".join(lines) + "\n"
+
+
+def config_from_settings(settings: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
+    """Config for embedding (``asynccluster.run(app, workers=4)``, ``Cluster(port=0)``): keyword
+    settings > environment > ``[tool.asynccluster]`` of ./pyproject.toml > defaults, checked
+    like the command line's (an unknown keyword gets a close-match suggestion)."""
+    return load_config(cli=settings, env=env, config_file=find_default_config_file(Path.cwd()))[0]

@@ -188,3 +188,14 @@ def test_unknown_environment_settings_are_warned_about() -> None:
     assert warnings == [
         "environment variable ASYNCCLUSTER_WOKRERS is ignored: unknown setting 'wokrers'; did you mean 'workers'?"
     ]
+
+
+def test_embedding_settings_are_checked_and_layered(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from asynccluster.config import config_from_settings
+
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "pyproject.toml", "[tool.asynccluster]\nbacklog = 64\n")
+    config = config_from_settings({"app": "m:a", "workers": 4}, env={"ASYNCCLUSTER_PORT": "0"})
+    assert (config.workers, config.port, config.backlog) == (4, 0, 64)
+    with pytest.raises(ConfigError, match="did you mean 'workers'"):
+        config_from_settings({"app": "m:a", "wokers": 4}, env={})
