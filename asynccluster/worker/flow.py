@@ -81,3 +81,18 @@ class FlowControl:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._drain_waiters.append(waiter)
         await waiter
+
+
+class WriteFlowProtocol(asyncio.Protocol):
+    """A protocol whose transport's write water marks drive ``self.flow`` (HTTP and WebSocket
+    connections alike: their ``send()`` awaits :meth:`FlowControl.drain`)."""
+
+    __slots__ = ()
+
+    flow: FlowControl  # set by the subclass once the transport is known
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()

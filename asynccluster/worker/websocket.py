@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from asynccluster.http.response import error_response
 from asynccluster.worker.compat import create_task_in
+from asynccluster.worker.flow import FlowControl, WriteFlowProtocol
 from asynccluster.worker.wsframes import (
     BINARY,
     CLOSE,
@@ -49,7 +50,7 @@ QUEUE_HIGH_WATER = 16  # received messages buffered before reading pauses
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the client's close frame after ours
 
 
-class WebSocketSession(asyncio.Protocol):
+class WebSocketSession(WriteFlowProtocol):
     """One WebSocket connection: the app's receive/send, frames in and out, the close handshake."""
 
     def __init__(self, state: ServerState, transport: asyncio.Transport, scope: dict[str, Any], key: bytes) -> None:
@@ -68,8 +69,8 @@ class WebSocketSession(asyncio.Protocol):
         self.deadline = 0.0  # close-handshake deadline (0: none)
         self.on_accept: Any = None  # set by the HTTP protocol: hands the transport over
         self.owns_connection = False  # True once this session is the transport's protocol
-        self.write_paused = False
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        # Write back-pressure: the same drain waiters as HTTP responses (flow.py).
+        self.flow = FlowControl(transport)
 
     # ------------------------------------------------------------ running the app
 
@@ -128,10 +129,8 @@ class WebSocketSession(asyncio.Protocol):
                 self.transport.write(encode_frame(BINARY, bytes(data)))
             else:
                 self.transport.write(encode_frame(TEXT, str(text).encode("utf-8")))
-            if self.write_paused:
-                waiter = asyncio.get_running_loop().create_future()
-                self._drain_waiters.append(waiter)
-                await waiter
+            if self.flow.write_paused:  # skip the coroutine when not paused: the common case
+                await self.flow.drain()
         elif kind == "websocket.close":
             self._close(message.get("code") or 1000, message.get("reason") or "")
         else:
@@ -279,17 +278,7 @@ class WebSocketSession(asyncio.Protocol):
                 state.all_closed.set()
 
     def eof_received(self) -> bool | None:
-        return None
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        waiters, self._drain_waiters = self._drain_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        return None  # close the transport: the client is gone (connection_lost delivers 1006)
 
     # -- the interface the server's drain and tick use (same as HttpProtocol's)
 
