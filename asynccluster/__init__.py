@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = ["Cluster", "Config", "__version__", "run", "worker_id"]
 
 WORKER_ID_ENV = "ASYNCCLUSTER_WORKER_ID"
+WORKER_INCARNATION_ENV = "ASYNCCLUSTER_WORKER_INCARNATION"
 
 
 def worker_id() -> int | None:

@@ -194,7 +194,10 @@ class BufferedHandler(logging.StreamHandler):
         with self.lock:  # type: ignore[union-attr]
             self._write_pending()
             if self.stream is not None and hasattr(self.stream, "flush"):
-                self.stream.flush()
+                try:
+                    self.stream.flush()
+                except (OSError, ValueError):  # a closed pipe or file: logging never raises
+                    pass
 
     def _write_pending(self) -> None:
         """Write the buffer (the lock is held). A failed write drops it, like a failed emit."""
@@ -219,7 +222,23 @@ class BufferedHandler(logging.StreamHandler):
             for chunk in _chunks(pending):
                 _write_all(fd, chunk)
         except Exception:
-            sys.stderr.write(f"--- asynccluster: could not write {len(pending)} log line(s) ---\n")
+            _report_lost(len(pending), stream)
+
+
+def _report_lost(count: int, failed: Any, text: str = "") -> None:
+    """Say on stderr that lines were lost; never raise (logging.Handler.handleError semantics).
+
+    A logging call must not raise into its caller: when stderr is a closed pipe
+    (``asynccluster run ... | head``), a BrokenPipeError escaping a log call in the master
+    would abort a signal handler or an exit handler half-way (no stop, no respawn).
+    """
+    if failed is sys.stderr:
+        return  # it is stderr that fails: nowhere to say so
+    try:
+        sys.stderr.write(f"--- asynccluster: {text or f'could not write {count} log line(s)'} ---\n")
+        sys.stderr.flush()
+    except Exception:
+        pass
 
 
 def _chunks(lines: list[str]) -> list[bytes]:
@@ -256,9 +275,13 @@ class ReopenableFileHandler(BufferedHandler, logging.FileHandler):
     def reopen(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             self._write_pending()  # what was logged before the rotation goes to the old file
-            if self.stream is not None:
-                self.stream.close()
-            self.stream = self._open()
+            try:
+                if self.stream is not None:
+                    self.stream.close()
+                self.stream = self._open()
+            except OSError as exc:  # e.g. the directory went away: never raise; the file's lines
+                self.stream = None  # are dropped until the next reopen (stderr still gets them)
+                _report_lost(0, None, f"could not reopen {self.baseFilename}: {exc}")
 
 
 class _Flusher:

@@ -5,8 +5,11 @@ than pickle: the master never unpickles what a (possibly compromised or confused
 process sends it.
 
 Worker -> master: ``online``, ``ready``, ``heartbeat`` (stats, loop lag, RSS, CPU), ``stopping``
-(with a ``reason``). Master -> worker: ``stop`` (with ``timeout``), ``dump-stacks``,
-``reopen-logs``.
+(with a ``reason``; the last one of a drain also ``forced``: connections force-closed at the
+graceful timeout). Master -> worker: ``stop`` (with ``timeout``), ``reopen-logs``. Stacks are
+not asked for here but with SIGUSR2 (watchdog.py): the worker that must dump them is the one
+whose loop is blocked, and a blocked loop cannot read the channel; faulthandler answers the
+signal from C.
 
 :class:`Channel` runs on an event loop with ``add_reader``/``add_writer``: reading never
 blocks the loop, and a worker that stops reading (blocked loop) only makes the master buffer

@@ -130,7 +130,7 @@ class Cluster:
         for callback in self._callbacks.get(event, ()):
             result = callback(info)
             if inspect.isawaitable(result) and self.supervisor is not None:
-                self.supervisor.background(result)
+                self.supervisor.run_callback(result)  # finishes (bounded) before serve() returns
 
     # ------------------------------------------------------------ operations
 

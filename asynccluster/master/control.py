@@ -109,10 +109,6 @@ def check_private_dir(path: Path) -> None:
         )
 
 
-def socket_path(directory: Path, name: str) -> Path:
-    return directory / (sanitise_name(name) + SUFFIX)
-
-
 def probe(path: Path, timeout: float = 1.0) -> bool | None:
     """True: a master listens there; False: stale (nobody listens); None: cannot tell."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -284,11 +280,18 @@ class ControlServer:
         return await self._timed(self.supervisor.reload())
 
     async def scale(self, args: dict[str, Any]) -> dict[str, Any]:
-        status = self.supervisor.status()
-        current = current_worker_count(status)
-        target = parse_scale(args.get("count", ""), current)
-        result = await self._timed(self.supervisor.scale(target))
-        return {"previous": current, "target": target, **result}
+        text = str(args.get("count", "")).strip()
+        current = current_worker_count(self.supervisor.status())
+        target = parse_scale(text, current)  # the form, and a usage error for "-N" below 1 now
+        if text[0] not in "+-":
+            result = await self._timed(self.supervisor.scale(target))
+            return {"previous": current, "target": target, **result}
+        # +N / -N: relative to the count when the operation holds the supervisor's lock, not
+        # to the count read here, so two concurrent "scale +1" make two workers more.
+        delta = int(text)
+        result = await self._timed(self.supervisor.scale_by(delta))
+        before = int(result.get("before", current))
+        return {"previous": before, "target": before + delta, **result}
 
     async def restart(self, args: dict[str, Any]) -> dict[str, Any]:
         slot = args.get("slot")

@@ -16,8 +16,9 @@ from asynccluster.master.process import WorkerHandle
 class Timing:
     """Supervisor constants that are not user settings (tests shrink them)."""
 
-    # How often a worker sends its heartbeat (worker/main.py HEARTBEAT_INTERVAL): a heartbeat
-    # is "late by --timeout" when none came for interval + timeout.
+    # How often a worker sends its heartbeat (the master passes it in the worker's start
+    # arguments: one source); a heartbeat is "late by --timeout" when none came for
+    # interval + timeout.
     heartbeat_interval: float = 1.0
     backoff_base: float = 0.5  # second consecutive early death waits this long, then doubles
     backoff_cap: float = 30.0
@@ -26,13 +27,26 @@ class Timing:
     stable_after: float = 10.0
     # While no worker has ever been ready: early deaths per slot before the cluster gives up.
     startup_attempts: int = 3
-    # After --graceful-timeout, extra time for lifespan shutdown before SIGKILL.
-    kill_grace: float = 2.0
+    # A stopping worker has two phases with separate budgets (issue 4): the drain gets
+    # --graceful-timeout, then lifespan shutdown gets shutdown_budget() (at most
+    # shutdown_cap), then the exit itself gets kill_grace; only past all three is it
+    # SIGKILLed (Supervisor.kill_deadline). The worker bounds its phases the same way
+    # (worker/main.py), so a drain that uses its whole timeout still leaves shutdown its time.
+    shutdown_cap: float = 10.0
+    kill_grace: float = 1.0
     # After SIGUSR2: how long to wait for the stacks, and the quiet gap that ends the dump.
     stacks_wait: float = 2.0
     stacks_quiet: float = 0.3
+    # Event callbacks (Cluster.on with an async function) still running when the cluster has
+    # stopped get this long to finish before serve() cancels them and returns.
+    callback_grace: float = 5.0
     # Scale down: how often the retiring socket's accept queue is checked while it empties.
     queue_poll: float = 0.05
+
+
+def shutdown_budget(config: Config, timing: Timing) -> float:
+    """Seconds a worker's lifespan shutdown gets after its drain: the graceful timeout, capped."""
+    return min(config.graceful_timeout, timing.shutdown_cap)
 
 
 def backoff_delay(failures: int, timing: Timing) -> float:

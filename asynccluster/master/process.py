@@ -29,6 +29,8 @@ class SpawnRequest:
     slot: int
     incarnation: int
     sock: socket.socket | None  # None only with fake spawners
+    heartbeat_interval: float = 1.0  # Timing.heartbeat_interval: the worker sends at this pace
+    shutdown_budget: float = 30.0  # policy.shutdown_budget: lifespan shutdown after the drain
 
 
 class WorkerProcess(Protocol):
@@ -91,6 +93,9 @@ class WorkerHandle:
     # Why the master retires it (reload, recycle: max-requests, scale down...); "" if it is not.
     retire_reason: str = ""
     killed: bool = False  # the master had to SIGKILL it
+    # Connections its drain had to close at the graceful timeout (its last ``stopping``
+    # message): streams that outlived the drain are closed and counted (issue 4).
+    forced_connections: int = 0
     hung: bool = False  # replaced because its heartbeat was late
     last_stacks_at: float = float("-inf")  # when stack text last arrived (one header per dump)
     # Per-incarnation recycle thresholds (jitter drawn once, at spawn).
@@ -130,7 +135,12 @@ class WorkerHandle:
         said = self.reason.splitlines()[0] if self.reason else ""
         last = f"; last reason: {said}" if said and said != why else ""
         retired = f" (retired: {why})" if why else ""
-        return f"{self.name} exited with {self.exit_detail} after {self.uptime(now):.1f} s{retired}{last}"
+        forced = f"; {self.forced_note()}" if self.forced_connections else ""
+        return f"{self.name} exited with {self.exit_detail} after {self.uptime(now):.1f} s{retired}{forced}{last}"
+
+    def forced_note(self) -> str:
+        count = self.forced_connections
+        return f"{count} connection{'' if count == 1 else 's'} force-closed after the graceful timeout"
 
     def info(self) -> WorkerInfo:
         return WorkerInfo(

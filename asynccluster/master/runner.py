@@ -9,7 +9,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from asynccluster import exitcodes
+from asynccluster import WORKER_ID_ENV, exitcodes
 from asynccluster.config import Config, ConfigError, parse_value
 from asynccluster.logs import setup_logging
 
@@ -31,7 +31,7 @@ def run_cluster(config: Config) -> int:
 def run(app: Any, **settings: Any) -> int:
     """``asynccluster.run("pkg.mod:app", workers=4, port=8080)``; an app object works if it
     can be found again by import in a fresh process (spawn), else ValueError."""
-    if os.environ.get("ASYNCCLUSTER_WORKER_ID") is not None:
+    if os.environ.get(WORKER_ID_ENV) is not None:
         raise RuntimeError('asynccluster.run() was called inside a worker: guard it with `if __name__ == "__main__":`')
     spec = app if isinstance(app, str) else app_spec(app)
     try:

@@ -61,8 +61,11 @@ class SignalRouter:
         action = signal_action(signum, self.interrupts)
         if signum == signal.SIGINT:
             self.interrupts += 1
-        logger.info("received %s: %s", signal.Signals(signum).name, action)
-        self.act(action)
+        # Act before logging: the signal must never be lost to a failing log write.
+        try:
+            self.act(action)
+        finally:
+            logger.info("received %s: %s", signal.Signals(signum).name, action)
 
     def act(self, action: str) -> None:
         supervisor = self.supervisor

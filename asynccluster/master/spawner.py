@@ -46,6 +46,8 @@ class WorkerArgs:
     channel_sock: socket.socket
     stacks_sock: socket.socket
     master_pid: int
+    heartbeat_interval: float  # from the master's Timing: one source for both ends
+    shutdown_budget: float  # lifespan shutdown's own time after the drain (policy.shutdown_budget)
 
 
 class MultiprocessingSpawner:
@@ -61,13 +63,26 @@ class MultiprocessingSpawner:
         channel_parent, channel_child = socket.socketpair()
         stacks_parent, stacks_child = socket.socketpair()
         args = WorkerArgs(
-            request.config, request.slot, request.incarnation, request.sock, channel_child, stacks_child, os.getpid()
+            request.config,
+            request.slot,
+            request.incarnation,
+            request.sock,
+            channel_child,
+            stacks_child,
+            os.getpid(),
+            request.heartbeat_interval,
+            request.shutdown_budget,
         )
         process = self._context.Process(
             target=worker_entry, args=(args,), name=f"asynccluster-worker-{request.slot}", daemon=False
         )
         try:
             process.start()
+        except BaseException:
+            # No worker: our ends would leak a descriptor pair per failed start (EMFILE loop).
+            channel_parent.close()
+            stacks_parent.close()
+            raise
         finally:
             # The child has its own copies now; ours would keep the channel open after it dies.
             channel_child.close()

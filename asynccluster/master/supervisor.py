@@ -16,6 +16,7 @@ number of retiring incarnations (told to drain, not yet exited).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import random
@@ -28,7 +29,14 @@ from typing import Any
 from asynccluster import exitcodes, logs
 from asynccluster.config import Config
 from asynccluster.master import operations, sdnotify
-from asynccluster.master.policy import Timing, backoff_delay, died_young, draw_recycle_limits, recycle_reason
+from asynccluster.master.policy import (
+    Timing,
+    backoff_delay,
+    died_young,
+    draw_recycle_limits,
+    recycle_reason,
+    shutdown_budget,
+)
 from asynccluster.master.process import (
     DRAINING,
     EXITED,
@@ -40,6 +48,7 @@ from asynccluster.master.process import (
     WorkerInfo,
     describe_exit,
 )
+from asynccluster.master.stopping import Stopping, plural
 from asynccluster.master.watchdog import Watchdog
 from asynccluster.sockets import Listeners
 
@@ -53,10 +62,6 @@ STARTUP_FAILURES = (exitcodes.APP_IMPORT, exitcodes.LIFESPAN, exitcodes.BIND)
 STACKS_BURST = 1.0
 
 EventCallback = Callable[[str, WorkerInfo], Any]
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 @dataclass(eq=False)
@@ -98,15 +103,11 @@ class Supervisor:
         self.state = "starting"
         self.started_at = time.time()
         self.ever_ready = False
-        self.stopping = False
         self.op_lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._done: asyncio.Future[int] | None = None
-        self._stop_code: int | None = None
-        self._stop_forced = False
-        self._stop_unclean = False
-        self._kill_timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self.stop_control = Stopping(self)
+        self._tasks: set[asyncio.Future[Any]] = set()  # operations: cancelled when serve() ends
+        self._callbacks: set[asyncio.Future[Any]] = set()  # async event callbacks: allowed to finish
         self.watchdog = Watchdog(config, self.timing, clock, lambda: self.loop)
 
     # ------------------------------------------------------------ lifecycle
@@ -119,21 +120,46 @@ class Supervisor:
 
     async def serve(self) -> int:
         """Start the workers and supervise them until the cluster stops; the exit code."""
-        self._done = self.loop.create_future()
+        done = self.stop_control.done = self.loop.create_future()
         for index in range(self.desired):
             slot = self.slots[index] = Slot(index)
             slot.current = self.spawn(slot)
         try:
-            code = await asyncio.shield(self._done)
+            code = await asyncio.shield(done)
         except asyncio.CancelledError:
             # The embedding program cancelled serve(): never leave workers behind.
             self.begin_stop()
-            await asyncio.shield(self._done)
+            await asyncio.shield(done)
             raise
         finally:
             for task in list(self._tasks):
                 task.cancel()
+            await self._finish_callbacks()
         return code
+
+    async def _finish_callbacks(self) -> None:
+        """The last ``exit`` events' async callbacks (e.g. a notification) get to finish,
+        within Timing.callback_grace; then they are cancelled, so serve() always returns."""
+        pending = set(self._callbacks)
+        if not pending:
+            return
+        _, pending = await asyncio.wait(pending, timeout=self.timing.callback_grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            logger.warning("cancelled %s still running after %g s", plural(len(pending), "event callback"),
+                           self.timing.callback_grace)  # fmt: skip
+
+    def run_callback(self, awaitable: Awaitable[Any]) -> None:
+        """Run what an async event callback returned; its exception is logged, not lost."""
+        task: asyncio.Future[Any] = asyncio.ensure_future(awaitable, loop=self.loop)
+        self._callbacks.add(task)
+        task.add_done_callback(self._callback_done)
+
+    def _callback_done(self, task: asyncio.Future[Any]) -> None:
+        self._callbacks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("an event callback raised", exc_info=task.exception())
 
     def background(self, coro: Awaitable[Any]) -> None:
         """Run an operation started by a signal or a heartbeat; keep a reference to it."""
@@ -152,7 +178,14 @@ class Supervisor:
         handle.ready_future = self.loop.create_future()
         handle.exited_future = self.loop.create_future()
         sock = self.listeners.socket_for(slot.index) if self.listeners is not None else None
-        request = SpawnRequest(self.config, slot.index, handle.incarnation, sock)
+        request = SpawnRequest(
+            self.config,
+            slot.index,
+            handle.incarnation,
+            sock,
+            heartbeat_interval=self.timing.heartbeat_interval,
+            shutdown_budget=shutdown_budget(self.config, self.timing),
+        )
         self.handles.add(handle)
         try:
             handle.process = self.spawner.spawn(request, handle, self)
@@ -173,8 +206,8 @@ class Supervisor:
         if delay <= 0:
             self._respawn(slot)
             return
-        logger.warning("respawning worker %d in %.1f s (%d early exits in a row)", slot.index, delay, slot.failures)
         slot.respawn_timer = self.loop.call_later(delay, self._respawn, slot)
+        logger.warning("respawning worker %d in %.1f s (%d early exits in a row)", slot.index, delay, slot.failures)
 
     def _respawn(self, slot: Slot) -> None:
         slot.respawn_timer = None
@@ -199,6 +232,9 @@ class Supervisor:
             handle.reason = str(message.get("reason", ""))
             if message.get("draining") and handle.state != EXITED:
                 handle.state = DRAINING
+            forced = message.get("forced")
+            if isinstance(forced, int) and not isinstance(forced, bool) and forced > 0:
+                handle.forced_connections = forced
         else:
             logger.debug("%s sent an unknown message %r", handle.name, kind)
 
@@ -232,19 +268,26 @@ class Supervisor:
         if handle.exited_future is not None and not handle.exited_future.done():
             handle.exited_future.set_result(exitcode)
         slot = self.slots.get(handle.slot)
-        if slot is not None:
-            slot.last_exit = handle.exit_summary(now)
-        if self.stopping:
-            self._on_exit_while_stopping(handle, exitcode, now)
-        elif slot is not None and slot.current is handle and not slot.retiring:
-            slot.current = None
-            self._on_current_exit(slot, handle, now)
-        else:
-            self._log_exit(handle, now, expected=bool(handle.retire_reason) or previous_state == DRAINING)
-            if slot is not None and slot.candidate is handle:
-                slot.candidate = None
-        self.emit("exit", handle)
-        self._check_finished()
+        # State first, then actions, then log lines; and whatever raises on the way (it
+        # should not), the exit is still accounted for, so a stop completes and a slot
+        # whose worker died is respawned (a master with 0 workers forever is the worst case).
+        try:
+            if slot is not None:
+                slot.last_exit = handle.exit_summary(now)
+            if self.stopping:
+                self.stop_control.on_exit(handle, exitcode, now)
+            elif slot is not None and slot.current is handle and not slot.retiring:
+                slot.current = None
+                self._on_current_exit(slot, handle, now)
+            else:
+                if slot is not None and slot.candidate is handle:
+                    slot.candidate = None
+                self._log_exit(handle, now, expected=bool(handle.retire_reason) or previous_state == DRAINING)
+        finally:
+            try:
+                self.emit("exit", handle)
+            finally:
+                self.stop_control.check_finished()
 
     # ------------------------------------------------------------ message handlers
 
@@ -257,17 +300,19 @@ class Supervisor:
         handle.last_heartbeat_at = now
         self.ever_ready = True
         self.watchdog.arm_heartbeat(handle)
-        logger.info("%s ready in %.2f s", handle.name, now - handle.started_at)
         if handle.ready_future is not None and not handle.ready_future.done():
             handle.ready_future.set_result(True)
-        self.emit("listening", handle)
         if self.stopping:
             self.tell_stop(handle, "cluster stopping")
-            return
-        if self.state == "starting" and self._all_current_ready():
+        all_ready = not self.stopping and self.state == "starting" and self._all_current_ready()
+        if all_ready:
             self.state = "running"
-            logger.info("all %s ready", plural(self.desired, "worker"))
             sdnotify.ready(f"serving with {plural(self.desired, 'worker')}")
+        # State and actions above, log lines and callbacks below (a failing log loses nothing).
+        logger.info("%s ready in %.2f s", handle.name, now - handle.started_at)
+        self.emit("listening", handle)
+        if all_ready:
+            logger.info("all %s ready", plural(self.desired, "worker"))
 
     def _on_heartbeat(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
         handle.heartbeat = {key: value for key, value in message.items() if key != "type"}
@@ -293,12 +338,12 @@ class Supervisor:
         slot.failures = slot.failures + 1 if young else 1
         if not self.ever_ready and handle.ready_at is None and self._give_up_if_hopeless(slot, handle):
             return
-        self._log_exit(handle, now, expected=False)
-        if slot.retiring or slot.index >= self.desired:
-            return
-        if slot.candidate is not None:
-            return  # a replacement is already starting on this slot (reload / restart)
-        self.schedule_respawn(slot)
+        try:
+            self._log_exit(handle, now, expected=False)
+        finally:
+            # A slot with a candidate already has a replacement starting (reload / restart).
+            if not (slot.retiring or slot.index >= self.desired or slot.candidate is not None):
+                self.schedule_respawn(slot)
 
     def _give_up_if_hopeless(self, slot: Slot, handle: WorkerHandle) -> bool:
         """No worker was ever ready: stop instead of respawning forever (issue 3)."""
@@ -318,14 +363,6 @@ class Supervisor:
         logger.error("error: %s", reason.rstrip())
         self.begin_stop(code=code, quiet=True)
         return True
-
-    def _on_exit_while_stopping(self, handle: WorkerHandle, exitcode: int, now: float) -> None:
-        if handle.killed:
-            self._stop_forced = True
-        elif exitcode != 0 and handle.ready_at is not None:
-            self._stop_unclean = True
-        level = logging.DEBUG if self._stop_code is not None else logging.INFO
-        logger.log(level, "%s stopped: %s after %.1f s", handle.name, handle.exit_detail, handle.uptime(now))
 
     def _log_exit(self, handle: WorkerHandle, now: float, *, expected: bool) -> None:
         level = logging.INFO if expected and handle.exitcode == 0 else logging.WARNING
@@ -362,67 +399,22 @@ class Supervisor:
             if not slot.retiring
         )
 
-    # ------------------------------------------------------------ stopping
+    # ------------------------------------------------------------ stopping (stopping.py)
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_control.active
 
     def begin_stop(self, *, code: int | None = None, quiet: bool = False) -> None:
         """Graceful stop: every worker drains within --graceful-timeout, then is killed."""
-        if self.stopping:
-            return
-        self.stopping = True
-        self.state = "stopping"
-        sdnotify.stopping()
-        self._stop_code = code
-        for slot in self.slots.values():
-            if slot.respawn_timer is not None:
-                slot.respawn_timer.cancel()
-                slot.respawn_timer = None
-        if not quiet:
-            logger.info("stopping %s (graceful timeout %g s)", plural(len(self.handles), "worker"),
-                        self.config.graceful_timeout)  # fmt: skip
-        if self.listeners is not None:
-            # New connections are refused from now on (issue 3): the master's copies go first,
-            # then each worker closes its own as it begins to drain and finishes what it
-            # already accepted.
-            self.listeners.close()
-        for handle in list(self.handles):
-            handle.cancel_watchdog()
-            self.tell_stop(handle, "cluster stopping")
-        deadline = self.config.graceful_timeout + self.timing.kill_grace
-        self._kill_timer = self.loop.call_later(deadline, self._kill_remaining)
-        self._check_finished()
+        self.stop_control.begin(code=code, quiet=quiet)
 
     def force_stop(self) -> None:
         """Second Ctrl-C: kill every worker now (exit code FORCED)."""
-        self.begin_stop()
-        self._stop_forced = True
-        if self.handles:
-            logger.warning("forced stop: killing %d workers", len(self.handles))
-        for handle in list(self.handles):
-            self.kill(handle)
+        self.stop_control.force()
 
-    def _kill_remaining(self) -> None:
-        self._kill_timer = None
-        for handle in list(self.handles):
-            logger.warning("%s did not stop within the graceful timeout; killing it", handle.name)
-            self.kill(handle)
-
-    def _check_finished(self) -> None:
-        if not self.stopping or self.handles or self._done is None or self._done.done():
-            return
-        if self._kill_timer is not None:
-            self._kill_timer.cancel()
-        if self._stop_code is not None:
-            code = self._stop_code
-        elif self._stop_forced:
-            code = exitcodes.FORCED
-        else:
-            code = exitcodes.ERROR if self._stop_unclean else exitcodes.OK
-        self._done.set_result(code)
-
-    async def wait_stopped(self) -> int:
-        if self._done is None:
-            raise RuntimeError("the cluster is not running")
-        return await asyncio.shield(self._done)
+    def kill_deadline(self) -> float:
+        return self.stop_control.kill_deadline()
 
     # ------------------------------------------------------------ the API (control.py, Cluster)
 
@@ -432,6 +424,10 @@ class Supervisor:
     async def scale(self, count: int) -> operations.ScaleResult:
         return await operations.scale(self, count)
 
+    async def scale_by(self, delta: int) -> operations.ScaleResult:
+        """``delta`` workers more (or fewer) than the count when the operation runs."""
+        return await operations.scale_by(self, delta)
+
     async def restart(self, slot: int) -> operations.RestartResult:
         return await operations.restart(self, slot)
 
@@ -440,8 +436,8 @@ class Supervisor:
             self.force_stop()
         else:
             self.begin_stop()
-        if self._done is not None:
-            await asyncio.shield(self._done)
+        if self.stop_control.done is not None:
+            await asyncio.shield(self.stop_control.done)
 
     def reopen_logs(self) -> None:
         count = logs.reopen_log_files()
@@ -454,7 +450,9 @@ class Supervisor:
         if self.on_event is None:
             return
         try:
-            self.on_event(event, handle.info())
+            result = self.on_event(event, handle.info())
+            if inspect.isawaitable(result):
+                self.run_callback(result)
         except Exception:
             logger.exception("the %r event callback raised", event)
 

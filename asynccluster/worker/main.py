@@ -12,10 +12,13 @@ slot's listening socket, a channel to the master and a socket for stack dumps. I
 3. ``ASYNCCLUSTER_WORKER_ID`` / ``ASYNCCLUSTER_WORKER_INCARNATION`` before the app is
    imported, so ``asynccluster.worker_id()`` works at import time;
 4. the event loop (uvloop per --loop), the app import, lifespan startup, serving, ``ready``;
-5. a heartbeat every second *from this loop* (so a blocked loop stops it), until ``stop``
-   (or SIGTERM, or the master's death) makes it drain, run lifespan shutdown and exit 0.
-   SIGTERM and the master's death also arm a hard deadline (faulthandler's watchdog
-   thread), so even a worker whose loop is stuck exits soon after an orphaning SIGKILL.
+5. a heartbeat every ``heartbeat_interval`` (from the master's start arguments) *from this
+   loop* (so a blocked loop stops it), until ``stop`` (or SIGTERM, or the master's death)
+   makes it drain (up to the stop's timeout, --graceful-timeout), then run lifespan
+   shutdown (its own budget, ``shutdown_budget`` from the master, which SIGKILLs only after
+   both budgets and a grace: master/policy.py Timing) and exit 0. SIGTERM and the master's
+   death also arm a hard deadline (faulthandler's watchdog thread), so even a worker whose
+   loop is stuck exits soon after an orphaning SIGKILL.
 
 This module is imported by the master (it names the process target), so it imports no
 HTTP code at module level.
@@ -35,7 +38,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from asynccluster import exitcodes
+from asynccluster import WORKER_ID_ENV, WORKER_INCARNATION_ENV, exitcodes
 
 if TYPE_CHECKING:
     from asynccluster.master.channel import Channel, Message
@@ -44,7 +47,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("asynccluster.worker")
 
-HEARTBEAT_INTERVAL = 1.0  # the master expects this (master/policy.py Timing.heartbeat_interval)
 ORPHAN_DRAIN_TIMEOUT = 1.0  # the master is gone: nobody waits for us, finish quickly
 ORPHAN_EXIT_MARGIN = 0.5  # then lifespan shutdown; past that, exit hard (issue 3: no orphans)
 PR_SET_PDEATHSIG = 1
@@ -71,8 +73,8 @@ def set_up_process(args: WorkerArgs) -> None:
     faulthandler.enable(file=stacks_fd, all_threads=True)
     faulthandler.register(signal.SIGUSR2, file=stacks_fd, all_threads=True, chain=False)
     set_parent_death_signal(args.master_pid)
-    os.environ["ASYNCCLUSTER_WORKER_ID"] = str(args.slot)
-    os.environ["ASYNCCLUSTER_WORKER_INCARNATION"] = str(args.incarnation)
+    os.environ[WORKER_ID_ENV] = str(args.slot)
+    os.environ[WORKER_INCARNATION_ENV] = str(args.incarnation)
     from asynccluster.logs import setup_logging
 
     setup_logging(args.config, slot=args.slot)
@@ -192,6 +194,9 @@ class WorkerRuntime:
 
         self.stats = WorkerStats()
         server = Server(self.config, app, stats=self.stats, worker_id=self.args.slot)
+        # Lifespan shutdown runs after the drain with a budget of its own (not what the drain
+        # left over); the master kills only after drain + this + a grace.
+        server.lifespan.shutdown_timeout = self.args.shutdown_budget
         try:
             await server.startup()
         except LifespanFailure as exc:
@@ -213,6 +218,8 @@ class WorkerRuntime:
         await server.shutdown()  # heartbeats go on meanwhile: a slow shutdown is not a hang
         heartbeat.cancel()
         logger.info("stopped%s", f" ({forced} connections force-closed)" if forced else "")
+        # The last word to the master: it logs the count on this worker's exit line (issue 4).
+        self.send({"type": "stopping", "reason": reason, "draining": True, "forced": forced})
         self.close_channel()
         return exitcodes.OK
 
@@ -238,8 +245,6 @@ class WorkerRuntime:
         if kind == "stop":
             timeout = float(message.get("timeout", self.config.graceful_timeout))
             self.request_stop(timeout, str(message.get("reason") or "stop requested by the master"))
-        elif kind == "dump-stacks":
-            faulthandler.dump_traceback(file=self.args.stacks_sock.fileno(), all_threads=True)
         elif kind == "reopen-logs":
             from asynccluster.logs import reopen_log_files
 
@@ -254,9 +259,12 @@ class WorkerRuntime:
         """SIGTERM: from an operator, or the parent-death signal when the master died."""
         if os.getppid() != self.args.master_pid:
             timeout, reason = min(ORPHAN_DRAIN_TIMEOUT, self.config.graceful_timeout), "the master is gone"
+            deadline = timeout + ORPHAN_EXIT_MARGIN
         else:
+            # An operator's SIGTERM: the drain, then lifespan shutdown's own budget.
             timeout, reason = self.config.graceful_timeout, "SIGTERM"
-        self.arm_hard_deadline(timeout + ORPHAN_EXIT_MARGIN)
+            deadline = timeout + self.args.shutdown_budget + ORPHAN_EXIT_MARGIN
+        self.arm_hard_deadline(deadline)
         self.loop.call_soon_threadsafe(self.request_stop, timeout, reason)
 
     def arm_hard_deadline(self, seconds: float) -> None:
@@ -271,12 +279,13 @@ class WorkerRuntime:
     # -- the heartbeat: from this loop, so a blocked loop stops it (DESIGN.md §3)
 
     async def heartbeat(self) -> None:
-        expected = self.loop.time() + HEARTBEAT_INTERVAL
+        interval = self.args.heartbeat_interval
+        expected = self.loop.time() + interval
         while True:
             await asyncio.sleep(max(0.0, expected - self.loop.time()))
             now = self.loop.time()
             lag = max(0.0, now - expected)
-            expected = now + HEARTBEAT_INTERVAL
+            expected = now + interval
             self.send_heartbeat(lag)
 
     def send_heartbeat(self, lag: float) -> None:

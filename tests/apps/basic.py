@@ -2,6 +2,8 @@
 
 ``/slow?seconds=S`` waits S seconds first (a long in-flight request for drain tests).
 ``/stuck`` blocks the event loop forever (``while True: pass``) for hang detection.
+``/stream`` streams a chunk every 0.1 s forever (a long-lived response for drain tests).
+``BASIC_SHUTDOWN_SECONDS`` in the environment: lifespan shutdown takes that long (budget tests).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                seconds = float(os.environ.get("BASIC_SHUTDOWN_SECONDS", "0"))
+                if seconds:
+                    await asyncio.sleep(seconds)  # e.g. flushing buffers to a database
+                    logging.getLogger("tests.apps.basic").info("lifespan shutdown finished")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] != "http":
@@ -40,6 +46,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         query = parse_qs(scope["query_string"].decode())
         logging.getLogger("tests.apps.basic").info("slow request started")
         await asyncio.sleep(float(query.get("seconds", ["1"])[0]))
+    elif path == "/stream":
+        await stream_forever(send)
+        return
     elif path == "/stuck":
         logging.getLogger("tests.apps.basic").info("stuck request started")
         spin_forever()
@@ -47,6 +56,15 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def stream_forever(send: Any) -> None:
+    """Never ends by itself: the drain must close it at the graceful timeout (issue 4)."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    logging.getLogger("tests.apps.basic").info("stream started")
+    while True:
+        await send({"type": "http.response.body", "body": b"tick\n", "more_body": True})
+        await asyncio.sleep(0.1)
 
 
 def spin_forever() -> None:

@@ -82,6 +82,10 @@ class FakeSupervisor:
         self.calls.append(("scale", count))
         return FakeResult(f"scaled from {len(self.workers)} to {count} workers")
 
+    async def scale_by(self, delta: int) -> FakeResult:
+        # +N / -N: the real supervisor applies the delta under its lock; recorded as the target.
+        return await self.scale(len(self.workers) + delta)
+
     async def restart(self, slot: int) -> FakeResult:
         self.calls.append(("restart", slot))
         return FakeResult(f"restarted slot {slot}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +20,7 @@ import pytest
 
 from asynccluster import Cluster, exitcodes
 from asynccluster.master.process import WorkerInfo
-from tests.integration.conftest import ClusterProcess, get, get_json, process_gone
+from tests.integration.conftest import READY_LINE, REPO, ClusterProcess, get, get_json, process_gone
 
 BASIC = "tests.apps.basic:app"
 Factory = Callable[..., ClusterProcess]
@@ -261,3 +264,79 @@ def test_sigkill_of_the_master_ends_even_a_worker_whose_loop_is_blocked(cluster_
     cluster.wait_exit(5)
     # The parent-death SIGTERM arms faulthandler's hard deadline from the Python handler.
     assert wait_process_exit(workers[0], 3.0), "a blocked worker outlived its master by 3 s"
+
+
+def test_sigterm_stops_a_master_whose_output_pipe_was_closed() -> None:
+    """`asynccluster run app | head -3`: once head exits, every log write of the master fails
+    with EPIPE. That must not swallow SIGTERM (the handler logs) or an exit (no respawn)."""
+    command = [sys.executable, "-m", "asynccluster", "run", BASIC, "--workers", "2", "--port", "0"]
+    proc = subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        workers: dict[int, int] = {}
+        for raw in proc.stdout:  # "head": read until every worker is ready, then stop reading
+            match = READY_LINE.search(raw.decode(errors="replace"))
+            if match:
+                workers[int(match.group(1))] = int(match.group(2))
+            if b"all 2 workers ready" in raw:
+                break
+        assert len(workers) == 2
+        proc.stdout.close()  # the read end is gone: writes to the pipe raise EPIPE from now on
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) in (exitcodes.OK, exitcodes.ERROR)  # it stopped (what it says is lost)
+        deadline = time.monotonic() + 5
+        for pid in workers.values():
+            assert wait_process_exit(pid, deadline - time.monotonic()), f"worker {pid} still runs"
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def test_a_stream_outliving_the_drain_is_closed_and_counted_on_the_exit_line(cluster_factory: Factory) -> None:
+    """Issue 4: a streaming response gets until the graceful timeout, then it is closed, and
+    the master's line for that worker's exit says how many connections were force-closed."""
+    cluster = cluster_factory(BASIC, "--workers", "1", "--graceful-timeout", "1")
+    ready = cluster.wait_ready()
+    with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as client:
+        client.sendall(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+        received = b""
+        while received.count(b"tick") < 2:  # streaming before the drain
+            chunk = client.recv(4096)
+            assert chunk, f"the stream ended before the drain: {received!r}"
+            received += chunk
+        before_drain = len(received)
+        cluster.signal(signal.SIGTERM)
+        cluster.wait_for(rf"\[worker 0 pid {ready[0]}\] draining")
+        while chunk := client.recv(4096):  # until the worker closes it (timeout: 10 s, a failure)
+            received += chunk
+    assert received.count(b"tick") > 2 and len(received) > before_drain  # it kept streaming while draining
+    assert cluster.wait_exit(20) == exitcodes.OK
+    cluster.wait_for(
+        r"worker 0 \(pid \d+, incarnation 1\) stopped: .*1 connection force-closed after the graceful timeout"
+    )
+
+
+def test_lifespan_shutdown_has_its_own_budget_after_a_drain_that_used_the_whole_timeout(
+    cluster_factory: Factory,
+) -> None:
+    """The drain may use all of --graceful-timeout (a stream); lifespan shutdown then still
+    gets its own time before the master's SIGKILL (before: 2 s were left, and the stop was
+    reported as forced)."""
+    cluster = cluster_factory(BASIC, "--workers", "1", "--graceful-timeout", "3", env={"BASIC_SHUTDOWN_SECONDS": "2.5"})
+    cluster.wait_ready()
+    with socket.create_connection(("127.0.0.1", cluster.port), timeout=10) as client:
+        client.sendall(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+        cluster.wait_for(r"stream started")
+        cluster.signal(signal.SIGTERM)
+        assert cluster.wait_exit(30) == exitcodes.OK, cluster.output
+    assert cluster.count(r"lifespan shutdown finished") == 1, cluster.output
+    assert cluster.count(r"did not stop within the graceful timeout") == 0, cluster.output

@@ -54,3 +54,27 @@ def test_json_lines(tmp_path: Path, restore_logging: None) -> None:
     entry = json.loads(lines[0])
     assert entry["message"] == "shown 1" and entry["level"] == "warning"
     assert entry["tag"] == f"master {os.getpid()}" and entry["pid"] == os.getpid()
+
+
+def test_a_closed_stderr_pipe_never_makes_a_log_call_raise(
+    restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`asynccluster run ... | head`: the master's stderr is a pipe nobody reads any more.
+    A log call that raised BrokenPipeError would abort the signal or exit handler it is in."""
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)
+    broken = os.fdopen(write_fd, "w", buffering=1)
+    try:
+        monkeypatch.setattr("sys.stderr", broken)
+        setup_logging(Config(log_level="info"))
+        log = logging.getLogger("asynccluster.test")
+        log.warning("nobody reads this")  # raised BrokenPipeError before the fix
+        log.error("nor this", extra={"tag": worker_tag(1, 2)})
+        for handler in logging.getLogger("asynccluster").handlers:
+            handler.flush()
+    finally:
+        monkeypatch.undo()
+        try:
+            broken.close()
+        except OSError:
+            pass

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ FAST = Timing(
     backoff_cap=0.05,
     stable_after=100.0,
     kill_grace=0.05,
+    shutdown_cap=0.05,
     stacks_wait=0.5,
     stacks_quiet=0.01,
     startup_attempts=3,
@@ -49,6 +52,19 @@ async def started(supervisor: Supervisor, spawner: FakeSpawner) -> asyncio.Task[
 async def stop(supervisor: Supervisor, task: asyncio.Task[int]) -> int:
     await supervisor.stop()
     return await asyncio.wait_for(task, 5)
+
+
+async def turns_until(predicate: Callable[[], bool]) -> None:
+    """Let the loop run other callbacks (zero-delay turns, no clock) until ``predicate()``;
+    the caller bounds it with wait_for."""
+    while not predicate():
+        await asyncio.sleep(0)
+
+
+async def turns(count: int) -> None:
+    """Run ``count`` loop turns: every callback and task step that is ready gets to run."""
+    for _ in range(count):
+        await asyncio.sleep(0)
 
 
 def current(supervisor: Supervisor, slot: int) -> FakeProcess:
@@ -155,13 +171,22 @@ async def test_a_hung_worker_dumps_stacks_then_is_killed_and_replaced(caplog: An
 
 
 async def test_heartbeats_keep_a_worker_alive() -> None:
+    """Each heartbeat cancels the liveness deadline and arms a new one, from now (no clock
+    races: the timers themselves are checked; a long --timeout keeps them from firing)."""
     spawner = FakeSpawner()
-    supervisor = make(spawner, workers=1, timeout=0.2)
+    supervisor = make(spawner, workers=1, timeout=30)
     task = await started(supervisor, spawner)
     worker = current(supervisor, 0)
-    for _ in range(6):  # 6 x 0.1 s > timeout: only heartbeats keep it from being killed
+    handle = supervisor.slots[0].current
+    assert handle is not None
+    for _ in range(3):
+        before = handle.watchdog
+        assert before is not None and not before.cancelled()
         worker.heartbeat(stats={"requests": 1}, rss=1)
-        await asyncio.sleep(0.1)
+        after = handle.watchdog
+        assert after is not None and after is not before
+        assert before.cancelled() and not after.cancelled()  # the old deadline can never fire
+        assert after.when() >= before.when()
     assert worker.signals == []
     assert supervisor.status()["workers"][0]["heartbeat"]["stats"] == {"requests": 1}
     await stop(supervisor, task)
@@ -250,7 +275,7 @@ async def test_max_requests_recycles_one_worker_at_a_time() -> None:
     first.heartbeat(stats={"requests": 10})
     second.heartbeat(stats={"requests": 10})
     await spawner.until(lambda: len(spawner.processes) == 3)
-    await asyncio.sleep(0)  # let the second heartbeat's recycle (if any) start
+    await turns(50)  # plenty of loop turns for a second recycle (if any) to spawn
     assert len(spawner.processes) == 3  # one recycle at a time cluster-wide
     spawner.processes[2].ready()
     await spawner.until(lambda: first.exited)
@@ -330,3 +355,114 @@ async def test_cancelling_serve_stops_every_worker_first() -> None:
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
     assert not spawner.live()
+
+
+class _RaisingHandler(logging.Handler):
+    """A log handler that fails like a write to a closed pipe would have (before logs.py
+    stopped raising): the supervisor must act on exits and signals all the same."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def handleError(self, record: logging.LogRecord) -> None:  # logging's name
+        raise  # propagate, unlike logging's default
+
+
+@pytest.fixture
+def raising_logs() -> Any:
+    log = logging.getLogger("asynccluster.master")
+    handler = _RaisingHandler()
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)  # the default --log-level
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+async def test_a_worker_exit_is_acted_on_even_if_logging_raises(raising_logs: None) -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=1)
+    task = await started(supervisor, spawner)
+    with pytest.raises(BrokenPipeError):
+        current(supervisor, 0).exit(-signal.SIGKILL)  # the exit line fails to log
+    # ... but the slot was respawned all the same (before: 0 workers forever).
+    await spawner.until(lambda: len(spawner.live()) == 1 and supervisor.state == "running")
+    with pytest.raises(BrokenPipeError):
+        supervisor.begin_stop()  # "stopping 1 worker" fails to log, after the stop began
+    assert await asyncio.wait_for(task, 5) == exitcodes.OK
+
+
+async def test_sigterm_stops_even_if_logging_raises(raising_logs: None) -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2)
+    task = asyncio.create_task(supervisor.serve())
+    await spawner.until(lambda: len(spawner.processes) == 2)
+    router = SignalRouter(supervisor)
+    with pytest.raises(BrokenPipeError):
+        router.handle(signal.SIGTERM)
+    assert supervisor.stopping
+    code = await asyncio.wait_for(task, 5)  # every exit logs (and raises): the stop completes
+    assert code == exitcodes.OK
+    assert spawner.live() == []
+
+
+async def test_two_concurrent_relative_scales_both_count() -> None:
+    """`asynccluster scale web +1` twice at once: each +1 is applied to the count when it
+    holds the lock (before: both computed 2 + 1 = 3 and one was lost)."""
+    from asynccluster.master.control import ControlServer
+
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2)
+    task = await started(supervisor, spawner)
+    control = ControlServer(supervisor, None, "test")  # type: ignore[arg-type]  # scale needs no monitor
+    async with supervisor.op_lock:  # another operation (a reload) runs: both requests wait
+        pending = asyncio.gather(control.scale({"count": "+1"}), control.scale({"count": "+1"}))
+        await asyncio.wait_for(turns_until(lambda: len(supervisor.op_lock._waiters or ()) == 2), 5)
+    first, second = await asyncio.wait_for(pending, 5)
+    assert supervisor.desired == 4
+    assert sorted((first["previous"], first["target"], second["previous"], second["target"])) == [2, 3, 3, 4]
+    assert first["ok"] and second["ok"]
+    assert len(spawner.live()) == 4
+    await stop(supervisor, task)
+
+
+async def test_async_event_callbacks_finish_before_serve_returns() -> None:
+    """Cluster.on("exit", async_fn): the callbacks of the last exits are not cancelled when
+    serve() returns; they get Timing.callback_grace to finish."""
+    finished: list[int] = []
+
+    async def on_exit(info: Any) -> None:
+        await asyncio.sleep(0.05)  # a callback that takes a little while (e.g. a notification)
+        finished.append(info.slot)
+
+    spawner = FakeSpawner()
+    config = Config(app="tests.apps.basic:app", workers=2, graceful_timeout=1.0)
+    supervisor = Supervisor(
+        config,
+        spawner,
+        None,
+        timing=FAST,
+        clock=FakeClock(),
+        on_event=lambda event, info: on_exit(info) if event == "exit" else None,
+    )
+    task = await started(supervisor, spawner)
+    assert await stop(supervisor, task) == exitcodes.OK
+    assert sorted(finished) == [0, 1]  # before: both cancelled at the end of serve()
+
+
+async def test_workers_get_the_heartbeat_interval_and_shutdown_budget_from_the_master() -> None:
+    """One source: the master's Timing (its watchdog expects that pace) goes to the worker."""
+    spawner = FakeSpawner()
+    timing = Timing(heartbeat_interval=0.25, shutdown_cap=0.5, kill_grace=0.05)
+    config = Config(app="tests.apps.basic:app", workers=1, graceful_timeout=2.0)
+    supervisor = Supervisor(config, spawner, None, timing=timing, clock=FakeClock())
+    task = asyncio.create_task(supervisor.serve())
+    await spawner.until(lambda: supervisor.state == "running")
+    request = spawner.processes[0].request
+    assert request.heartbeat_interval == 0.25
+    assert request.shutdown_budget == 0.5  # min(--graceful-timeout, the cap)
+    assert supervisor.kill_deadline() == 2.0 + 0.5 + 0.05  # drain + shutdown + grace
+    assert await stop(supervisor, task) == exitcodes.OK

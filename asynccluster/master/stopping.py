@@ -1,0 +1,125 @@
+"""The cluster's stop: graceful (TERM, first Ctrl-C), forced (second Ctrl-C), and its exit code.
+
+A graceful stop closes the master's listening sockets, tells every worker to drain, and
+arms one deadline: after the drain (--graceful-timeout), lifespan shutdown (its own budget)
+and a grace for the exit (master/policy.py Timing), whatever is left is SIGKILLed. The stop
+is complete when every worker has been reaped; the exit code then says how it went.
+
+Exception safety (a log write that raises must not leave a master with workers it no longer
+stops): state and timers change first, actions run next, log lines come last, and the
+completion check runs in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from asynccluster import exitcodes
+from asynccluster.master import sdnotify
+from asynccluster.master.policy import shutdown_budget
+from asynccluster.master.process import WorkerHandle
+
+if TYPE_CHECKING:
+    from asynccluster.master.supervisor import Supervisor
+
+logger = logging.getLogger("asynccluster.master")
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+class Stopping:
+    """The stop of one supervisor: its state, its kill deadline and its outcome (``done``)."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.active = False
+        self.done: asyncio.Future[int] | None = None  # the exit code, once every worker is reaped
+        self.code: int | None = None  # set by who stopped the cluster (a startup failure)
+        self.forced = False  # a worker had to be killed
+        self.unclean = False  # a ready worker exited non-zero
+        self._kill_timer: asyncio.TimerHandle | None = None
+
+    def kill_deadline(self) -> float:
+        """Seconds from the stop request to SIGKILL: the drain (--graceful-timeout), then
+        lifespan shutdown (its own budget), then a grace for the exit itself (policy.Timing;
+        worker/main.py bounds the two phases with the same numbers)."""
+        supervisor = self.supervisor
+        config, timing = supervisor.config, supervisor.timing
+        return config.graceful_timeout + shutdown_budget(config, timing) + timing.kill_grace
+
+    def begin(self, *, code: int | None = None, quiet: bool = False) -> None:
+        """Graceful stop: every worker drains, then whatever is left is killed."""
+        if self.active:
+            return
+        supervisor = self.supervisor
+        # State and the kill deadline first: whatever raises below, the stop completes.
+        self.active = True
+        supervisor.state = "stopping"
+        self.code = code
+        self._kill_timer = supervisor.loop.call_later(self.kill_deadline(), self._kill_remaining)
+        try:
+            for slot in supervisor.slots.values():
+                if slot.respawn_timer is not None:
+                    slot.respawn_timer.cancel()
+                    slot.respawn_timer = None
+            if supervisor.listeners is not None:
+                # New connections are refused from now on (issue 3): the master's copies go
+                # first, then each worker closes its own as it begins to drain and finishes
+                # what it already accepted.
+                supervisor.listeners.close()
+            for handle in list(supervisor.handles):
+                handle.cancel_watchdog()
+                supervisor.tell_stop(handle, "cluster stopping")
+            sdnotify.stopping()
+            if not quiet:
+                logger.info("stopping %s (graceful timeout %g s)", plural(len(supervisor.handles), "worker"),
+                            supervisor.config.graceful_timeout)  # fmt: skip
+        finally:
+            self.check_finished()
+
+    def force(self) -> None:
+        """Second Ctrl-C: kill every worker now (exit code FORCED)."""
+        self.begin()
+        self.forced = True
+        handles = list(self.supervisor.handles)
+        for handle in handles:
+            self.supervisor.kill(handle)
+        if handles:
+            logger.warning("forced stop: killed %s", plural(len(handles), "worker"))
+
+    def on_exit(self, handle: WorkerHandle, exitcode: int, now: float) -> None:
+        """A worker exited during the stop: note how, then log it."""
+        if handle.killed:
+            self.forced = True
+        elif exitcode != 0 and handle.ready_at is not None:
+            self.unclean = True
+        level = logging.DEBUG if self.code is not None else logging.INFO
+        forced = f"; {handle.forced_note()}" if handle.forced_connections else ""
+        logger.log(level, "%s stopped: %s after %.1f s%s", handle.name, handle.exit_detail, handle.uptime(now), forced)
+
+    def check_finished(self) -> None:
+        """Resolve ``done`` with the exit code once the stop began and every worker is reaped."""
+        if not self.active or self.supervisor.handles or self.done is None or self.done.done():
+            return
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+            self._kill_timer = None
+        if self.code is not None:
+            code = self.code
+        elif self.forced:
+            code = exitcodes.FORCED
+        else:
+            code = exitcodes.ERROR if self.unclean else exitcodes.OK
+        self.done.set_result(code)
+
+    def _kill_remaining(self) -> None:
+        self._kill_timer = None
+        handles = list(self.supervisor.handles)
+        for handle in handles:  # act first, then log: every worker is killed whatever happens
+            self.supervisor.kill(handle)
+        for handle in handles:
+            logger.warning("%s did not stop within the graceful timeout; killed it", handle.name)
