@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asynccluster import exitcodes
-from asynccluster.config import Config
+from asynccluster.config import Config, config_from_settings, parse_value
 from asynccluster.cpus import usable_cpus
 from asynccluster.master.operations import ReloadResult, RestartResult, ScaleResult
 from asynccluster.master.process import WorkerInfo
@@ -59,9 +59,10 @@ async def start_hook(module: str, function: str, supervisor: Supervisor, config:
 class Cluster:
     def __init__(self, config: Config | None = None, *, handle_signals: bool = True, **settings: Any) -> None:
         if config is None:
-            config = Config(**settings)
+            # Keyword settings are layered and checked like the CLI's: > env > pyproject > defaults.
+            config = config_from_settings(settings)
         elif settings:
-            config = config.replace(**settings)
+            config = config.replace(**{name: parse_value(name, value) for name, value in settings.items()})
         self.config = config
         self.handle_signals = handle_signals
         self.supervisor: Supervisor | None = None

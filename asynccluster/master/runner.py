@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import Any
 
 from asynccluster import WORKER_ID_ENV, exitcodes
-from asynccluster.config import Config, ConfigError, parse_value
+from asynccluster.config import Config, ConfigError, config_from_settings
 from asynccluster.logs import setup_logging
 
 
@@ -35,10 +35,10 @@ def run(app: Any, **settings: Any) -> int:
         raise RuntimeError('asynccluster.run() was called inside a worker: guard it with `if __name__ == "__main__":`')
     spec = app if isinstance(app, str) else app_spec(app)
     try:
-        values = {name: parse_value(name, value) for name, value in settings.items()}
+        config = config_from_settings({**settings, "app": spec})
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
-    return run_cluster(Config(app=spec, **values))
+    return run_cluster(config)
 
 
 def app_spec(app: Any) -> str:
