@@ -27,10 +27,10 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         await send({"type": "http.response.body", "body": BODY})
     elif scope["type"] == "lifespan":
-        await _lifespan(receive, send)
+        await lifespan(receive, send)
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+async def lifespan(receive: Receive, send: Send) -> None:
     """Answer startup and shutdown with 'complete' until the server says shutdown."""
     while True:
         message = await receive()

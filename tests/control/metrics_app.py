@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 import asynccluster
 from asynccluster import metrics
+from examples.hello import lifespan
 
 HITS = metrics.counter("app_hits", "Requests seen by the app.", labels=("path",))
 LAST_PID = metrics.gauge("app_last_pid", "The pid that answered last.")
@@ -22,13 +23,8 @@ LAST_PID = metrics.gauge("app_last_pid", "The pid that answered last.")
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     if scope["type"] != "http":
         return
     if scope["path"] == "/slow":
