@@ -88,6 +88,9 @@ class WorkerHandle:
     last_heartbeat_at: float | None = None
     heartbeat: dict[str, Any] = field(default_factory=dict)
     reason: str = ""  # the last reason the worker gave (its ``stopping`` message)
+    # What a starting worker is doing ("importing the app", "lifespan startup"), so that a
+    # --ready-timeout says where it got stuck (its ``online`` and ``phase`` messages).
+    phase: str = ""
     exitcode: int | None = None
     exit_detail: str = ""
     # Why the master retires it (reload, recycle: max-requests, scale down...); "" if it is not.

@@ -227,7 +227,10 @@ class Supervisor:
         elif kind == "ready":
             self._on_ready(handle)
         elif kind == "online":
+            handle.phase = "importing the app"
             self.emit("online", handle)
+        elif kind == "phase":
+            handle.phase = str(message.get("phase", ""))
         elif kind == "stopping":
             handle.reason = str(message.get("reason", ""))
             if message.get("draining") and handle.state != EXITED:

@@ -63,7 +63,8 @@ class Watchdog:
         if not handle.alive or handle.hung:
             return
         if handle.state == STARTING:
-            handle.retire_reason = f"not ready within --ready-timeout {self.config.ready_timeout:g} s"
+            during = f" (stuck in {handle.phase})" if handle.phase else ""
+            handle.retire_reason = f"not ready within --ready-timeout {self.config.ready_timeout:g} s{during}"
             logger.error(
                 "%s did not become ready within %g s; dumping its stacks, then killing it",
                 handle.name,
@@ -80,6 +81,11 @@ class Watchdog:
                 self.config.timeout,
             )
         handle.hung = True
+        # Two dumps: a live loop (a worker awaiting a lifespan step that never ends) answers
+        # "dump-tasks" with its coroutines' await chains, where faulthandler would show only an
+        # idle loop; a blocked loop cannot read the channel, so SIGUSR2 makes faulthandler dump
+        # the thread stacks from C, whatever Python is doing.
+        handle.send({"type": "dump-tasks"})
         handle.signal(signal.SIGUSR2)
         self._arm(handle, self.timing.stacks_wait, self._kill)
 

@@ -132,6 +132,25 @@ def run_worker(args: WorkerArgs) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def format_tasks(tasks: set[asyncio.Task[Any]]) -> str:
+    """Each task's await chain, outermost first, in faulthandler's line format.
+
+    Task.get_stack() gives only the outer frame of a suspended coroutine; following
+    ``cr_await`` reaches the innermost one, where it actually waits.
+    """
+    lines = []
+    for task in sorted(tasks, key=lambda t: t.get_name()):
+        lines.append(f"Task {task.get_name()} (most recent call last):")
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None:
+                break
+            lines.append(f'  File "{frame.f_code.co_filename}", line {frame.f_lineno} in {frame.f_code.co_name}')
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- measurements for the heartbeat
 
 
@@ -197,6 +216,7 @@ class WorkerRuntime:
         # Lifespan shutdown runs after the drain with a budget of its own (not what the drain
         # left over); the master kills only after drain + this + a grace.
         server.lifespan.shutdown_timeout = self.args.shutdown_budget
+        self.send({"type": "phase", "phase": "lifespan startup"})
         try:
             await server.startup()
         except LifespanFailure as exc:
@@ -245,6 +265,8 @@ class WorkerRuntime:
         if kind == "stop":
             timeout = float(message.get("timeout", self.config.graceful_timeout))
             self.request_stop(timeout, str(message.get("reason") or "stop requested by the master"))
+        elif kind == "dump-tasks":
+            self.args.stacks_sock.sendall(format_tasks(asyncio.all_tasks(self.loop)).encode())
         elif kind == "reopen-logs":
             from asynccluster.logs import reopen_log_files
 

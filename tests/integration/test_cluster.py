@@ -153,6 +153,13 @@ def test_a_broken_app_gives_one_message_and_its_exit_code(
     assert "Traceback" not in cluster.output
 
 
+def test_a_hanging_lifespan_startup_is_named_when_the_ready_timeout_fires(cluster_factory: Factory) -> None:
+    cluster = cluster_factory("tests.apps.lifespan_hang:app", "--workers", "1", "--ready-timeout", "1")
+    assert cluster.wait_exit(30) == exitcodes.NEVER_READY
+    assert cluster.count(r"not ready within --ready-timeout 1 s \(stuck in lifespan startup\)") >= 1, cluster.output
+    assert cluster.count(r"in wait_for_database") >= 1, cluster.output  # the stack dump shows where
+
+
 def test_a_port_in_use_gives_one_message_and_the_bind_exit_code(cluster_factory: Factory) -> None:
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", 0))
