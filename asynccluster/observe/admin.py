@@ -22,10 +22,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asynccluster.config import split_host_port
 from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
 from asynccluster.observe.prometheus import CONTENT_TYPE, is_ready, render
 from asynccluster.observe.streams import Connections
+from asynccluster.settingtypes import split_host_port
 
 log = logging.getLogger("asynccluster.admin")
 

@@ -29,8 +29,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from asynccluster.config import ACCESS_LOG_SAMPLE, Config
+from asynccluster.config import Config
 from asynccluster.logs import line_writer
+from asynccluster.settingtypes import ACCESS_LOG_SAMPLE
 
 ACCESS_LOGGER = "asynccluster.access"
 DEFAULT_FORMAT: str = Config.access_log_format  # declared once, in Config
