@@ -68,13 +68,10 @@ async def app(
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         await send({"type": "http.response.body", "body": _BODY})
     elif scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        # Imported here: the servers run from the repo root, the script itself from benchmarks/.
+        from examples.hello import lifespan
+
+        await lifespan(receive, send)
 
 
 # ---------------------------------------------------------------- the servers

@@ -19,6 +19,7 @@ from asynccluster.config import Config
 from asynccluster.master import control
 from asynccluster.master.control import ControlError, ControlServer, start_control
 from asynccluster.observe.aggregate import Monitor
+from tests.control.asuser import run_as
 from tests.control.fakes import FakeSupervisor
 
 
@@ -196,34 +197,22 @@ def test_default_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
 
 
 def connect_as(uid: int, path: Path) -> bytes:
-    """Fork a child that drops to ``uid``, connects, sends a status request; return what it read."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read_end)
-            os.setgid(uid)
-            os.setuid(uid)
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(10)
-                sock.connect(str(path))
-                try:
-                    sock.sendall(b'{"cmd": "status"}\n')
-                except BrokenPipeError:
-                    pass  # refused before it read our request: the refusal is still there to read
-                data = sock.makefile("rb").readline()
-            os.write(write_end, data or b"EOF")
-        except OSError as exc:
-            os.write(write_end, f"OSError {exc.errno}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    return b"".join(chunks)
+    """As ``uid`` (a forked child), connect and send a status request; return what it read."""
+    return run_as(uid, lambda: status_exchange(path))
+
+
+def status_exchange(path: Path) -> bytes:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            try:
+                sock.sendall(b'{"cmd": "status"}\n')
+            except BrokenPipeError:
+                pass  # refused before it read our request: the refusal is still there to read
+            return sock.makefile("rb").readline() or b"EOF"
+    except OSError as exc:
+        return f"OSError {exc.errno}".encode()
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to act as another user")

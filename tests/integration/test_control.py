@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.control.asuser import run_as
 from tests.integration.conftest import REPO, ClusterProcess, get, process_gone
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_PEERCRED, /proc and pty are Linux here")
@@ -301,31 +302,6 @@ def wait_child(pid: int) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------- another user
-
-
-def run_as(uid: int, job: Callable[[], bytes]) -> bytes:
-    """Fork, drop to ``uid``, run ``job``; what it returned. (Python under /root is not
-    executable by another user, so the child runs code this interpreter already loaded.)"""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read_end)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            result = job()
-        except BaseException as exc:
-            result = f"{type(exc).__name__}: {exc}".encode()
-        os.write(write_end, result)
-        os._exit(0)
-    os.close(write_end)
-    chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    return b"".join(chunks)
 
 
 def raw_status_request(path: Path) -> bytes:
