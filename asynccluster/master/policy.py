@@ -20,11 +20,17 @@ class Timing:
     # arguments: one source); a heartbeat is "late by --timeout" when none came for
     # interval + timeout.
     heartbeat_interval: float = 1.0
-    backoff_base: float = 0.5  # second consecutive early death waits this long, then doubles
+    backoff_base: float = 0.5  # second consecutive never-ready death waits this long, then doubles
     backoff_cap: float = 30.0
-    # A worker that served this long before dying was healthy: its slot's backoff resets
-    # (issue 3: "reset after a stable period").
-    stable_after: float = 10.0
+    # The respawn budget (issue 9): a slot whose workers became ready and then crashed is
+    # respawned at once up to this many times per window; past it the slot backs off.
+    respawn_budget: int = 10
+    budget_window: float = 60.0
+    # The floor: with no other worker ready or starting, a slot waits at most this long.
+    floor_delay: float = 0.5
+    # This many crashes after serving within budget_window make one summary line (a
+    # request that crashes workers, "poison request", looks like this in the log).
+    crash_summary: int = 5
     # While no worker has ever been ready: early deaths per slot before the cluster gives up.
     startup_attempts: int = 3
     # A stopping worker has two phases with separate budgets (issue 4): the drain gets
@@ -50,21 +56,52 @@ def shutdown_budget(config: Config, timing: Timing) -> float:
 
 
 def backoff_delay(failures: int, timing: Timing) -> float:
-    """Delay before respawning a slot after ``failures`` consecutive early deaths.
+    """Delay after ``failures`` consecutive deaths that do not count as "crashed after serving".
 
-    The first death respawns at once (a crash of a healthy worker should cost nothing);
-    then base, 2*base, 4*base ... up to the cap, like pm2's exponential backoff restart.
+    The first respawns at once; then base, 2*base, 4*base ... up to the cap, like pm2's
+    exponential backoff restart.
     """
     if failures <= 1:
         return 0.0
     return float(min(timing.backoff_cap, timing.backoff_base * 2 ** (failures - 2)))
 
 
-def died_young(handle: WorkerHandle, now: float, timing: Timing) -> bool:
-    """Never ready, or ready for less than the stable period."""
-    if handle.ready_at is None:
-        return True
-    return now - handle.ready_at < timing.stable_after
+@dataclass(frozen=True)
+class RespawnDecision:
+    delay: float  # seconds; 0: respawn now
+    why: str  # for the "respawning worker N in S s (why)" line; "" when delay is 0
+
+
+def respawn_decision(
+    *, served: bool, failures: int, crashes: int, others_live: bool, timing: Timing
+) -> RespawnDecision:
+    """When to respawn a slot whose worker just died (issue 9: "the cluster never empties itself").
+
+    - ``served`` (the worker became ready): a crash, not a crash loop: at once, while the
+      slot's ``crashes`` (unplanned exits within ``timing.budget_window``, this one included)
+      stay within ``timing.respawn_budget``; past the budget, exponential backoff by the excess.
+    - never ready: ``failures`` consecutive such deaths, exponential backoff (a crash loop).
+    - the floor: with no other worker ready or starting (``others_live`` False), the delay is
+      at most ``timing.floor_delay``: the cluster never sits at 0 workers while a respawn could run.
+    """
+    if served and crashes <= timing.respawn_budget:
+        return RespawnDecision(0.0, "")
+    if served:
+        excess = crashes - timing.respawn_budget
+        delay = backoff_delay(excess + 1, timing)
+        why = f"{crashes} crashes in {timing.budget_window:.0f} s, over the budget of {timing.respawn_budget}"
+    else:
+        delay = backoff_delay(failures, timing)
+        why = f"{failures} exits before ready in a row"
+    if not others_live and delay > timing.floor_delay:
+        delay = timing.floor_delay
+        why += "; no other worker is up"
+    return RespawnDecision(delay, why if delay > 0 else "")
+
+
+def recent(times: list[float], now: float, window: float) -> list[float]:
+    """The times within ``window`` seconds before ``now`` (oldest dropped)."""
+    return [t for t in times if now - t < window]
 
 
 def draw_recycle_limits(config: Config, rng: random.Random) -> tuple[int, float]:

@@ -23,7 +23,7 @@ import random
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from asynccluster import exitcodes, logs
@@ -31,10 +31,10 @@ from asynccluster.config import Config
 from asynccluster.master import operations, sdnotify
 from asynccluster.master.policy import (
     Timing,
-    backoff_delay,
-    died_young,
     draw_recycle_limits,
+    recent,
     recycle_reason,
+    respawn_decision,
     shutdown_budget,
 )
 from asynccluster.master.process import (
@@ -50,6 +50,7 @@ from asynccluster.master.process import (
 )
 from asynccluster.master.stopping import Stopping, plural
 from asynccluster.master.watchdog import Watchdog
+from asynccluster.observe.events import EventRing
 from asynccluster.sockets import Listeners
 
 logger = logging.getLogger("asynccluster.master")
@@ -69,7 +70,9 @@ class Slot:
     index: int
     current: WorkerHandle | None = None
     candidate: WorkerHandle | None = None
-    failures: int = 0  # consecutive early deaths (backoff)
+    failures: int = 0  # consecutive deaths before ready (backoff)
+    crashes: list[float] = field(default_factory=list)  # clock() of unplanned exits in the budget window
+    summarised_at: float | None = None  # when the last "crashed N times" summary was logged
     restarts: int = 0
     next_incarnation: int = 1
     respawn_timer: asyncio.TimerHandle | None = None
@@ -109,6 +112,7 @@ class Supervisor:
         self._tasks: set[asyncio.Future[Any]] = set()  # operations: cancelled when serve() ends
         self._callbacks: set[asyncio.Future[Any]] = set()  # async event callbacks: allowed to finish
         self.watchdog = Watchdog(config, self.timing, clock, lambda: self.loop)
+        self.events = EventRing()  # the lifecycle timeline the dashboard shows (issue 12)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -195,6 +199,7 @@ class Supervisor:
             self.loop.call_soon(self.on_exit, handle, exitcodes.ERROR)
             return handle
         handle.pid = handle.process.pid
+        self.events.record("spawn", f"{handle.name} started", slot.index, handle.pid)
         self.watchdog.arm_ready(handle)
         logger.debug("started %s", handle.name)
         return handle
@@ -202,12 +207,28 @@ class Supervisor:
     def schedule_respawn(self, slot: Slot) -> None:
         if self.stopping or slot.retiring or slot.index >= self.desired or slot.respawn_timer is not None:
             return
-        delay = backoff_delay(slot.failures, self.timing)
-        if delay <= 0:
+        decision = respawn_decision(
+            served=slot.failures == 0,
+            failures=slot.failures,
+            crashes=len(slot.crashes),
+            others_live=self._others_live(slot),
+            timing=self.timing,
+        )
+        self.events.record("respawn", f"respawn in {decision.delay:.1f} s {decision.why}".strip(), slot.index)
+        if decision.delay <= 0:
             self._respawn(slot)
             return
-        slot.respawn_timer = self.loop.call_later(delay, self._respawn, slot)
-        logger.warning("respawning worker %d in %.1f s (%d early exits in a row)", slot.index, delay, slot.failures)
+        slot.respawn_timer = self.loop.call_later(decision.delay, self._respawn, slot)
+        logger.warning("respawning worker %d in %.1f s (%s)", slot.index, decision.delay, decision.why)
+
+    def _others_live(self, slot: Slot) -> bool:
+        """Some other slot has a worker ready or starting (the floor of issue 9)."""
+        return any(
+            handle is not None and handle.alive and handle.state in (STARTING, READY)
+            for other in self.slots.values()
+            if other is not slot and not other.retiring
+            for handle in (other.current, other.candidate)
+        )
 
     def _respawn(self, slot: Slot) -> None:
         slot.respawn_timer = None
@@ -250,6 +271,7 @@ class Supervisor:
         if now - handle.last_stacks_at > STACKS_BURST:  # a new dump, not the rest of the last one
             logger.error("stacks of %s:", handle.name, extra=tag)
         handle.last_stacks_at = now
+        self.events.stacks(handle.slot, handle.pid, text, handle.retire_reason)
         for line in text.rstrip().splitlines():
             logger.error("%s", line, extra=tag)
         if handle.hung and handle.alive:
@@ -288,6 +310,7 @@ class Supervisor:
                 self._log_exit(handle, now, expected=bool(handle.retire_reason) or previous_state == DRAINING)
         finally:
             try:
+                self.events.record("exit", handle.exit_summary(now), handle.slot, handle.pid)
                 self.emit("exit", handle)
             finally:
                 self.stop_control.check_finished()
@@ -313,6 +336,7 @@ class Supervisor:
             sdnotify.ready(f"serving with {plural(self.desired, 'worker')}")
         # State and actions above, log lines and callbacks below (a failing log loses nothing).
         logger.info("%s ready in %.2f s", handle.name, now - handle.started_at)
+        self.events.record("ready", f"{handle.name} ready in {now - handle.started_at:.2f} s", handle.slot, handle.pid)
         self.emit("listening", handle)
         if all_ready:
             logger.info("all %s ready", plural(self.desired, "worker"))
@@ -332,21 +356,36 @@ class Supervisor:
         slot = self.slots.get(handle.slot)
         if slot is None or slot.current is not handle or slot.candidate is not None:
             return
+        self.events.record("recycle", f"recycling {handle.name}: {reason}", handle.slot, handle.pid)
         self.background(operations.recycle(self, slot, reason))
 
     # ------------------------------------------------------------ exits
 
     def _on_current_exit(self, slot: Slot, handle: WorkerHandle, now: float) -> None:
-        young = died_young(handle, now, self.timing)
-        slot.failures = slot.failures + 1 if young else 1
+        # Became ready, then died: a crash, not a crash loop (issue 9); the budget counts it.
+        slot.failures = 0 if handle.ready_at is not None else slot.failures + 1
+        slot.crashes = [*recent(slot.crashes, now, self.timing.budget_window), now]
         if not self.ever_ready and handle.ready_at is None and self._give_up_if_hopeless(slot, handle):
             return
         try:
             self._log_exit(handle, now, expected=False)
+            self._summarise_crashes(slot, now)
         finally:
             # A slot with a candidate already has a replacement starting (reload / restart).
             if not (slot.retiring or slot.index >= self.desired or slot.candidate is not None):
                 self.schedule_respawn(slot)
+
+    def _summarise_crashes(self, slot: Slot, now: float) -> None:
+        """One line per slot and window once its crashes pile up: the poison-request pattern
+        (a request that kills whichever worker serves it) is visible without counting lines."""
+        count, window = len(slot.crashes), self.timing.budget_window
+        if count < self.timing.crash_summary:
+            return
+        if slot.summarised_at is not None and now - slot.summarised_at < window:
+            return
+        slot.summarised_at = now
+        logger.error("worker slot %d crashed %d times in %.0f s (a request that crashes workers?); last exit: %s",
+                     slot.index, count, window, slot.last_exit)  # fmt: skip
 
     def _give_up_if_hopeless(self, slot: Slot, handle: WorkerHandle) -> bool:
         """No worker was ever ready: stop instead of respawning forever (issue 3)."""
@@ -422,7 +461,8 @@ class Supervisor:
     # ------------------------------------------------------------ the API (control.py, Cluster)
 
     async def reload(self) -> operations.ReloadResult:
-        return await operations.reload(self)
+        self.events.record("reload", "reload started")
+        return self.events.result("reload", await operations.reload(self))
 
     async def scale(self, count: int) -> operations.ScaleResult:
         return await operations.scale(self, count)
@@ -432,7 +472,7 @@ class Supervisor:
         return await operations.scale_by(self, delta)
 
     async def restart(self, slot: int) -> operations.RestartResult:
-        return await operations.restart(self, slot)
+        return self.events.result("restart", await operations.restart(self, slot))
 
     async def stop(self, force: bool = False) -> None:
         if force:

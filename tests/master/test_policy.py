@@ -5,22 +5,55 @@ from __future__ import annotations
 import random
 
 from asynccluster.config import Config
-from asynccluster.master.policy import Timing, backoff_delay, died_young, draw_recycle_limits, recycle_reason
+from asynccluster.master.policy import (
+    Timing,
+    backoff_delay,
+    draw_recycle_limits,
+    recent,
+    recycle_reason,
+    respawn_decision,
+)
 from asynccluster.master.process import WorkerHandle
+
+TIMING = Timing(backoff_base=0.5, backoff_cap=4.0, respawn_budget=3, budget_window=60.0, floor_delay=0.5)
 
 
 def test_backoff_is_immediate_then_exponential_and_capped() -> None:
-    timing = Timing(backoff_base=0.5, backoff_cap=4.0)
-    assert [backoff_delay(n, timing) for n in range(1, 7)] == [0.0, 0.5, 1.0, 2.0, 4.0, 4.0]
+    assert [backoff_delay(n, TIMING) for n in range(1, 7)] == [0.0, 0.5, 1.0, 2.0, 4.0, 4.0]
 
 
-def test_died_young() -> None:
-    timing = Timing(stable_after=10.0)
-    handle = WorkerHandle(slot=0, incarnation=1, started_at=0.0)
-    assert died_young(handle, 100.0, timing)  # never ready
-    handle.ready_at = 1.0
-    assert died_young(handle, 5.0, timing)
-    assert not died_young(handle, 20.0, timing)
+def test_a_worker_that_served_then_crashed_is_respawned_at_once_within_the_budget() -> None:
+    for crashes in range(1, TIMING.respawn_budget + 1):
+        decision = respawn_decision(served=True, failures=0, crashes=crashes, others_live=True, timing=TIMING)
+        assert decision.delay == 0.0 and decision.why == ""
+
+
+def test_past_the_budget_a_slot_backs_off_by_the_excess() -> None:
+    delays = [
+        respawn_decision(served=True, failures=0, crashes=n, others_live=True, timing=TIMING).delay for n in range(4, 9)
+    ]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 4.0]
+    why = respawn_decision(served=True, failures=0, crashes=6, others_live=True, timing=TIMING).why
+    assert "6 crashes in 60 s, over the budget of 3" in why
+
+
+def test_never_ready_deaths_back_off() -> None:
+    delays = [
+        respawn_decision(served=False, failures=n, crashes=n, others_live=True, timing=TIMING).delay
+        for n in range(1, 5)
+    ]
+    assert delays == [0.0, 0.5, 1.0, 2.0]
+
+
+def test_the_floor_caps_the_delay_when_no_other_worker_is_up() -> None:
+    alone = respawn_decision(served=False, failures=5, crashes=5, others_live=False, timing=TIMING)
+    assert alone.delay == TIMING.floor_delay and "no other worker is up" in alone.why
+    over_budget = respawn_decision(served=True, failures=0, crashes=50, others_live=False, timing=TIMING)
+    assert over_budget.delay == TIMING.floor_delay
+
+
+def test_recent_keeps_the_window() -> None:
+    assert recent([1.0, 50.0, 61.5, 100.0], 120.0, 60.0) == [61.5, 100.0]
 
 
 def test_recycle_limits_include_jitter_within_bounds() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable
@@ -21,7 +22,10 @@ FAST = Timing(
     heartbeat_interval=0.0,
     backoff_base=0.01,
     backoff_cap=0.05,
-    stable_after=100.0,
+    respawn_budget=3,
+    budget_window=100.0,
+    floor_delay=0.02,
+    crash_summary=3,
     kill_grace=0.05,
     shutdown_cap=0.05,
     stacks_wait=0.5,
@@ -38,9 +42,11 @@ class FakeClock:
         return self.now
 
 
-def make(spawner: FakeSpawner, workers: int = 2, clock: FakeClock | None = None, **settings: Any) -> Supervisor:
+def make(
+    spawner: FakeSpawner, workers: int = 2, clock: FakeClock | None = None, timing: Timing = FAST, **settings: Any
+) -> Supervisor:
     config = Config(app="tests.apps.basic:app", workers=workers, graceful_timeout=1.0, **settings)
-    return Supervisor(config, spawner, None, timing=FAST, clock=clock or FakeClock())
+    return Supervisor(config, spawner, None, timing=timing, clock=clock or FakeClock())
 
 
 async def started(supervisor: Supervisor, spawner: FakeSpawner) -> asyncio.Task[int]:
@@ -102,24 +108,53 @@ async def test_a_crashed_worker_is_respawned_into_the_same_slot() -> None:
     await stop(supervisor, task)
 
 
-async def test_backoff_grows_for_early_deaths_and_resets_after_a_stable_period() -> None:
+async def test_a_worker_that_was_ready_is_replaced_at_once_however_young(caplog: Any) -> None:
+    """Issue 9: kill -9 right after ready is a crash, not a crash loop: no backoff within the
+    budget; then one summary line for the slot (the poison-request pattern)."""
     spawner = FakeSpawner()
-    clock = FakeClock()
-    supervisor = make(spawner, workers=1, clock=clock)
+    supervisor = make(spawner, workers=2)
     task = await started(supervisor, spawner)
     slot = supervisor.slots[0]
-    for deaths in range(1, 4):
-        current(supervisor, 0).exit(1)
-        assert slot.failures == deaths
-        if deaths == 1:
-            assert slot.respawn_timer is None  # the first early death respawns at once
-        else:
-            assert slot.respawn_timer is not None  # later ones wait (exponential backoff)
-        await spawner.until(lambda n=deaths: len(spawner.processes) == n + 1 and supervisor.ready)
-    clock.now += FAST.stable_after + 1  # the worker has now served for a stable period
-    current(supervisor, 0).exit(1)
-    assert slot.failures == 1
-    await spawner.until(lambda: len(spawner.processes) == 5)
+    for crashes in range(1, FAST.respawn_budget + 1):
+        current(supervisor, 0).exit(-signal.SIGKILL)
+        assert slot.respawn_timer is None and slot.current is not None  # a replacement already started
+        await spawner.until(lambda n=crashes: len(spawner.processes) == n + 2 and supervisor.state == "running")
+    assert slot.failures == 0
+    summaries = [r.getMessage() for r in caplog.records if "crashed 3 times" in r.getMessage()]
+    assert len(summaries) == 1 and "worker slot 0" in summaries[0] and "signal SIGKILL" in summaries[0]
+    current(supervisor, 0).exit(-signal.SIGKILL)  # over the budget, another worker serves: back off
+    assert slot.respawn_timer is not None
+    await spawner.until(lambda: slot.current is not None and slot.current.state == "ready")
+    await stop(supervisor, task)
+
+
+async def test_never_ready_deaths_back_off_and_reset_once_a_worker_is_ready() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2, timing=dataclasses.replace(FAST, respawn_budget=10))
+    task = await started(supervisor, spawner)
+    slot = supervisor.slots[0]
+    spawner.on_spawn = lambda p: p.later(p.exit, 1) if p.slot == 0 else p.later(p.ready)
+    current(supervisor, 0).exit(-signal.SIGKILL)  # served: respawned at once, into a crash loop
+    await spawner.until(lambda: slot.failures == 2 and slot.respawn_timer is not None)
+    spawner.on_spawn = lambda p: p.later(p.ready)
+    await spawner.until(lambda: slot.current is not None and slot.current.state == "ready")
+    assert slot.failures == 2  # the count of the loop; reset by the next death of a ready worker
+    current(supervisor, 0).exit(-signal.SIGKILL)
+    assert slot.failures == 0 and slot.respawn_timer is None
+    await stop(supervisor, task)
+
+
+async def test_the_floor_respawns_quickly_when_no_worker_is_up() -> None:
+    """Both slots over their budget: the second to die still respawns within floor_delay."""
+    spawner = FakeSpawner()
+    timing = dataclasses.replace(FAST, respawn_budget=0, backoff_base=50.0, backoff_cap=50.0)
+    supervisor = make(spawner, workers=2, timing=timing)
+    task = await started(supervisor, spawner)
+    current(supervisor, 0).exit(-signal.SIGKILL)
+    assert supervisor.slots[0].respawn_timer is not None  # slot 1 still serves: slot 0 may wait
+    current(supervisor, 1).exit(-signal.SIGKILL)  # now nobody is up
+    await spawner.until(lambda: supervisor.slots[1].current is not None, timeout=5)
+    assert supervisor.slots[0].respawn_timer is not None  # one worker starting is the floor
     await stop(supervisor, task)
 
 
