@@ -129,6 +129,13 @@ class Config:
         parse=non_negative_float,
         group="cluster",
     )
+    shutdown_delay: float = setting(
+        0.0,
+        "Seconds between SIGTERM and the drain: /readyz fails at once, the workers keep serving "
+        "(time for a load balancer or Kubernetes to stop routing); a second signal skips it.",
+        parse=non_negative_float,
+        group="cluster",
+    )
     ready_timeout: float = setting(
         60.0,
         "Seconds a new worker gets to become ready (import + lifespan startup).",

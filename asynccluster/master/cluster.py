@@ -27,7 +27,9 @@ from asynccluster import exitcodes
 from asynccluster.config import Config, config_from_settings, parse_value
 from asynccluster.cpus import usable_cpus
 from asynccluster.master.operations import ReloadResult, RestartResult, ScaleResult
+from asynccluster.master.policy import worker_limit
 from asynccluster.master.process import WorkerInfo
+from asynccluster.master.reaper import start_reaper
 from asynccluster.master.signals import SignalRouter
 from asynccluster.master.spawner import MultiprocessingSpawner
 from asynccluster.master.supervisor import Supervisor
@@ -78,6 +80,10 @@ class Cluster:
         """Bind, start the workers, supervise until stopped; returns the exit code."""
         loop = asyncio.get_running_loop()
         workers = resolve_workers(self.config)
+        limit = worker_limit(self.config, usable_cpus().count)
+        if workers > limit:
+            logger.error("error: --workers %d is above the limit of %d workers (--max-workers)", workers, limit)
+            return exitcodes.USAGE
         try:
             self.listeners = create_listeners(self.config, workers)
         except BindError as exc:
@@ -95,14 +101,19 @@ class Cluster:
         )
         router = SignalRouter(supervisor)
         closers: list[CloseFn] = []
+        reaper = None
         try:
             if self.handle_signals and threading.current_thread() is threading.main_thread():
                 router.install(loop)
+            # PID 1 of a container: orphans are ours to wait for, our workers' pids never (issue 14).
+            reaper = start_reaper(loop, lambda: {h.pid for h in supervisor.handles if h.pid})
             code = await self._start_hooks(supervisor, closers)
             if code == exitcodes.OK:
                 code = await supervisor.serve()
         finally:
             router.remove()
+            if reaper is not None:
+                reaper.stop()
             for close in reversed(closers):
                 await close()
             self.listeners.close()

@@ -42,24 +42,47 @@ class Stopping:
         self.forced = False  # a worker had to be killed
         self.unclean = False  # a ready worker exited non-zero
         self._kill_timer: asyncio.TimerHandle | None = None
+        self._delay_timer: asyncio.TimerHandle | None = None  # --shutdown-delay, before the drain
 
     def kill_deadline(self) -> float:
-        """Seconds from the stop request to SIGKILL: the drain (--graceful-timeout), then
-        lifespan shutdown (its own budget), then a grace for the exit itself (policy.Timing;
-        worker/main.py bounds the two phases with the same numbers)."""
+        """Seconds from the start of the drain (after --shutdown-delay) to SIGKILL: the drain
+        (--graceful-timeout), then lifespan shutdown (its own budget), then a grace for the
+        exit itself (policy.Timing; worker/main.py bounds the two phases with the same numbers)."""
         supervisor = self.supervisor
         config, timing = supervisor.config, supervisor.timing
         return config.graceful_timeout + shutdown_budget(config, timing) + timing.kill_grace
 
     def begin(self, *, code: int | None = None, quiet: bool = False) -> None:
-        """Graceful stop: every worker drains, then whatever is left is killed."""
+        """Graceful stop: every worker drains, then whatever is left is killed.
+
+        With --shutdown-delay (issue 14) the drain starts that many seconds later: the state
+        turns "stopping" at once (/readyz fails) while the workers keep serving. A second
+        stop request (second SIGTERM, forced stop) skips what is left of the delay."""
         if self.active:
+            self.skip_delay()
             return
-        supervisor = self.supervisor
-        # State and the kill deadline first: whatever raises below, the stop completes.
+        # State first: /readyz answers 503 from now on, whatever raises below.
         self.active = True
-        supervisor.state = "stopping"
+        self.supervisor.state = "stopping"
         self.code = code
+        delay = self.supervisor.config.shutdown_delay if code is None else 0.0
+        if delay <= 0:
+            self._drain(quiet)
+            return
+        self._delay_timer = self.supervisor.loop.call_later(delay, self._drain, quiet)
+        sdnotify.stopping()
+        logger.info("stopping: not ready from now on; draining in %g s (--shutdown-delay)", delay)
+
+    def skip_delay(self) -> None:
+        """Start the drain now if it is still waiting for --shutdown-delay."""
+        if self._delay_timer is not None:
+            self._delay_timer.cancel()
+            self._drain(False)
+
+    def _drain(self, quiet: bool) -> None:
+        supervisor = self.supervisor
+        self._delay_timer = None
+        # The kill deadline first: whatever raises below, the stop completes.
         self._kill_timer = supervisor.loop.call_later(self.kill_deadline(), self._kill_remaining)
         try:
             for slot in supervisor.slots.values():
@@ -84,6 +107,7 @@ class Stopping:
     def force(self) -> None:
         """Second Ctrl-C: kill every worker now (exit code FORCED)."""
         self.begin()
+        self.skip_delay()
         self.forced = True
         handles = list(self.supervisor.handles)
         for handle in handles:
@@ -108,6 +132,9 @@ class Stopping:
         if self._kill_timer is not None:
             self._kill_timer.cancel()
             self._kill_timer = None
+        if self._delay_timer is not None:  # every worker is gone already: nothing to wait for
+            self._delay_timer.cancel()
+            self._delay_timer = None
         if self.code is not None:
             code = self.code
         elif self.forced:
