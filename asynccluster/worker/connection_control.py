@@ -96,6 +96,7 @@ class ConnectionControl:
         def write(self, data: bytes) -> None: ...
         def _close_now(self) -> None: ...
         def _close_after_flush(self) -> None: ...
+        def close_unread_body(self) -> None: ...
 
     # ------------------------------------------------------------ errors
 
@@ -107,9 +108,15 @@ class ConnectionControl:
     def _request_error(self, status: int, reason: str) -> None:
         """The parser rejected the input: answer ``status`` after earlier responses, then close."""
         logger.debug("bad request from %s: %d %s", self.client, status, reason)
+        cycle = self.reading
+        if not self.accepting and cycle is None and not self.error_status:
+            # Bytes after a request that said Connection: close (llhttp rejects them): they
+            # are not a request we will answer, so nothing is written after that response
+            # (RFC 9112 §9.6; issue 8 item 4).
+            self.flow.pause_reading(PIPELINE)
+            return
         self.accepting = False
         self.flow.pause_reading(PIPELINE)
-        cycle = self.reading
         self.reading = None
         if cycle is None or cycle.response_complete:
             # A bad head (answered after earlier responses) or a bad body after the response.

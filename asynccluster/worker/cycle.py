@@ -1,11 +1,15 @@
 """One request/response: the ASGI ``receive``/``send`` pair and the app's run (issue 2).
 
-The app coroutine is run EAGERLY: :meth:`Cycle.run` steps it with ``coro.send(None)`` inside
-the protocol callback, in a fresh ``contextvars.Context``. An app that answers without
-waiting on anything (the common case: body already read, response built from memory)
-finishes in that one step, with no Task, no scheduling and no extra loop iteration. Only if
-it suspends on a future do we wrap the already-started coroutine in a Task (see
-:func:`_drive`), running its later steps in the same context.
+Every app call runs inside a real :class:`asyncio.Task` from its first line (issue 8;
+DESIGN.md §4), in a fresh ``contextvars.Context`` per request: frameworks rely on
+``asyncio.current_task()`` (anyio, sniffio, ``asyncio.timeout``, ``TaskGroup``). On Python
+>= 3.12 the Task starts eagerly (:func:`asynccluster.worker.compat.start_task`): an app that
+answers without suspending finishes inside the protocol callback, and its response joins that
+read's coalesced write. Before 3.12 the Task's first step runs on the next loop pass.
+
+``receive()`` follows the ASGI HTTP spec: once the last body chunk (``more_body: False``) has
+been returned, a further call waits until the response is complete or the client has gone,
+then returns ``http.disconnect`` (it never busy-loops on empty ``http.request`` messages).
 
 Message order and content are checked here (ASGI HTTP spec); framing and header validation
 are delegated to :mod:`asynccluster.http.response`.
@@ -16,12 +20,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import types
-from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from asynccluster.http.errors import ResponseError
-from asynccluster.worker.compat import create_task_in
+from asynccluster.worker.compat import start_task
 from asynccluster.worker.flow import BODY, BODY_HIGH_WATER, FLUSH_THRESHOLD
 
 if TYPE_CHECKING:
@@ -31,6 +33,12 @@ logger = logging.getLogger("asynccluster.worker")
 
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}  # copied per use: apps may mutate messages
+
+# Bytes of a request body the app did not read that are read and dropped after its response,
+# so the connection can serve the next request (issue 8 item 3). Past this the connection is
+# closed instead: the response is out, and reading a huge unwanted upload costs more than a
+# new connection (RFC 9112 §9.6 lets a server close after any response).
+DISCARD_LIMIT = 1 << 20
 
 
 class ClientDisconnected(OSError):
@@ -50,8 +58,8 @@ class Cycle:
     __slots__ = (
         "body",
         "body_complete",
+        "body_returned",
         "body_size",
-        "coro",
         "disconnected",
         "error",
         "expect_continue",
@@ -75,6 +83,7 @@ class Cycle:
         self.body: list[bytes] = []
         self.body_size = 0
         self.body_complete = False
+        self.body_returned = False  # receive() has returned the last chunk (more_body: False)
         self.disconnected = False
         self.response_started = False
         self.response_complete = False
@@ -83,14 +92,19 @@ class Cycle:
         self.status = 0
         self.sent_bytes = 0
         self.error: BaseException | None = None  # an invalid message we raised into the app
-        self.coro: Coroutine[Any, Any, Any] | None = None
         self.started_at = _now()
 
     # ------------------------------------------------------------ request body (from the parser)
 
     def feed_body(self, data: bytes) -> None:
         if self.response_complete or self.disconnected:
-            return  # the app is done with this request: the rest of its body is read and dropped
+            # The app is done with this request: the rest of its body is read and dropped, up
+            # to DISCARD_LIMIT; past it the connection closes (the response is already out).
+            self.body_size += len(data)
+            if self.body_size > DISCARD_LIMIT and not self.disconnected:
+                self.disconnected = True
+                self.protocol.close_unread_body()
+            return
         self.body.append(data)
         self.body_size += len(data)
         if self.body_size > BODY_HIGH_WATER:
@@ -113,42 +127,34 @@ class Cycle:
     # ------------------------------------------------------------ running the app
 
     def run(self) -> None:
-        """Start the app eagerly; make a Task only if it suspends."""
+        """Start the app in its own Task, in a fresh context (eagerly on Python >= 3.12)."""
         state = self.protocol.state
-        ctx = state.context.copy()
-        try:
-            # Both the call (which may run code, e.g. a class-based app's __init__) and the
-            # first step run in the request's own context.
-            self.coro = coro = ctx.run(state.app, self.scope, self.receive, self.send)
-            pending = ctx.run(coro.send, None)
-        except StopIteration as stop:
-            if stop.value is None and self.response_complete and self.error is None:
-                self.coro = None  # the common case: answered in one step, nothing to report
-            else:
-                self._app_returned(stop.value)
-            return
-        except BaseException as exc:
-            error = exc
-            if self.coro is not None and not hasattr(self.coro, "send"):
-                error = TypeError(f"the ASGI app returned {type(self.coro).__name__}, not a coroutine (is it async?)")
-            self._app_failed(error)
-            return
-        task = create_task_in(state.loop, self._resume(coro, pending), ctx)
-        tasks = state.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        task = start_task(state.loop, self._main(), state.context.copy())
+        if not task.done():  # suspended: keep it referenced until it ends (the loop holds it weakly)
+            tasks = state.tasks
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
 
-    async def _resume(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
-        """The rest of an app run that suspended during its eager first step."""
+    async def _main(self) -> None:
+        """The app's run, inside the request's Task: every outcome is handled here."""
         try:
-            result = await _drive(coro, pending)
-        except BaseException as exc:
+            call: Any = self.protocol.state.app(self.scope, self.receive, self.send)
+            try:
+                result = await call
+            except TypeError:
+                if not hasattr(call, "__await__"):
+                    raise TypeError(
+                        f"the ASGI app returned {type(call).__name__}, not a coroutine (is it async?)"
+                    ) from None
+                raise
+        except BaseException as exc:  # the app's own failure (or cancellation) ends here
             self._app_failed(exc)
         else:
+            if result is None and self.response_complete and self.error is None:
+                return  # the common case: answered, nothing to report
             self._app_returned(result)
 
     def _app_returned(self, result: Any) -> None:
-        self.coro = None
         if result is not None:
             logger.error("ASGI app returned %r for %s; it must return None", result, self._what())
         if self.error is not None:
@@ -163,7 +169,6 @@ class Cycle:
             self._fail_response()
 
     def _app_failed(self, exc: BaseException) -> None:
-        self.coro = None
         if self.disconnected and isinstance(exc, (ClientDisconnected, asyncio.CancelledError)):
             logger.debug("client went away during %s", self._what())
             return
@@ -201,9 +206,17 @@ class Cycle:
     # ------------------------------------------------------------ ASGI receive()
 
     async def receive(self) -> dict[str, Any]:
+        """The next ``http.request`` chunk, or ``http.disconnect`` (ASGI HTTP spec).
+
+        Waits while no body is buffered. After the last chunk has been returned, waits until
+        the response is complete or the client has gone (never returns another
+        ``http.request``). Cancelling a waiting call (anyio cancel scopes) loses nothing.
+        """
         if self.expect_continue:
             self._send_continue()
-        if not self.body and not self.body_complete and not self.disconnected and not self.response_complete:
+        while not (
+            self.body or self.disconnected or self.response_complete or (self.body_complete and not self.body_returned)
+        ):
             self.waiter = waiter = self.protocol.state.loop.create_future()
             await waiter
         if self.disconnected or self.response_complete:
@@ -220,7 +233,10 @@ class Cycle:
         if self.body_size > BODY_HIGH_WATER:
             self.protocol.flow.resume_reading(BODY)
         self.body_size = 0
-        return {"type": "http.request", "body": data, "more_body": not self.body_complete}
+        more_body = not self.body_complete
+        if not more_body:
+            self.body_returned = True
+        return {"type": "http.request", "body": data, "more_body": more_body}
 
     def _send_continue(self) -> None:
         # RFC 9110 §10.1.1: 100 only while the client may still be waiting to send the body,
@@ -343,30 +359,3 @@ class Cycle:
         if self.waiter is not None:
             self.wake()
         protocol.response_complete(self, keep_alive and self.keep_alive)
-
-
-@types.coroutine
-def _drive(coro: Coroutine[Any, Any, Any], pending: Any) -> Generator[Any, Any, Any]:
-    """Continue an already-started coroutine under a Task.
-
-    A Task cannot adopt a coroutine that has already run (its first ``send(None)`` would
-    resume the coroutine before the future it waits on is done), so this generator hands
-    the Task the future the coroutine is waiting on, then forwards whatever the Task sends
-    or throws (results, cancellation) into the coroutine: ``yield from`` with its first
-    step already taken.
-    """
-    send = coro.send
-    throw = coro.throw
-    while True:
-        try:
-            value = yield pending
-        except BaseException as exc:
-            try:
-                pending = throw(exc)
-            except StopIteration as stop:
-                return stop.value
-        else:
-            try:
-                pending = send(value)
-            except StopIteration as stop:
-                return stop.value

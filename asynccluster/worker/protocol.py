@@ -311,12 +311,19 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
         pipeline.popleft()
         self.active = None
         self.state.stats.in_flight -= 1
-        if self.reading is cycle and not cycle.body_complete:
-            # The app answered without reading the whole body. If the client is waiting for
-            # 100 Continue it may never send the body, so the connection cannot be reused.
-            if cycle.expect_continue:
-                keep_alive = False
+        # What the app left unread is dropped (issue 8 item 3): free its buffer and, unless a
+        # later pipelined request's body holds the pause, resume the reading its body paused
+        # (a body sent in one write with the head paused reading before the app even ran).
+        if cycle.body:
+            cycle.body.clear()
+        cycle.body_size = 0
+        reading = self.reading
+        if reading is cycle or reading is None:
             self.flow.resume_reading(BODY)
+        if reading is cycle and not cycle.body_complete and cycle.expect_continue:
+            # The client is waiting for 100 Continue and may never send the body: the
+            # connection cannot be reused.
+            keep_alive = False
         if not keep_alive:
             self._close_after_flush()
             return
@@ -366,6 +373,11 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
             self._linger()
         else:
             self.transport.close()
+
+    def close_unread_body(self) -> None:
+        """An answered request's unread body went past DISCARD_LIMIT: close instead of reading it."""
+        self.reading = None
+        self._close_after_flush()
 
     def _close_after_flush(self) -> None:
         self.closing = True
