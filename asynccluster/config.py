@@ -163,6 +163,12 @@ class Config:
     max_memory: int = setting(
         0, "Recycle a worker whose RSS exceeds this size, e.g. 512M (0: never).", parse=parse_size, group="cluster"
     )
+    max_workers: int = setting(
+        0,
+        "Most workers --workers and 'scale' may ask for; more is refused (0: 4 x usable CPUs, at least 16).",
+        parse=non_negative_int,
+        group="cluster",
+    )
 
     # Network
     host: str = setting("127.0.0.1", "Address to bind.", group="network")
