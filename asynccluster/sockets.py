@@ -61,6 +61,7 @@ class Listeners:
     group: list[socket.socket] = field(default_factory=list)
     closed: bool = False
     unlink_on_close: str = ""  # the unix socket path we created
+    lock: PortLock | None = None  # reuseport: this master's claim on host:port (issue 9)
 
     def socket_for(self, slot: int) -> socket.socket:
         """The socket worker ``slot`` serves; created (and joined to the group) on first use."""
@@ -105,6 +106,9 @@ class Listeners:
             with contextlib.suppress(OSError):
                 os.unlink(self.unlink_on_close)
             self.unlink_on_close = ""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def create_listeners(config: Config, slots: int, environ: dict[str, str] | None = None) -> Listeners:
@@ -123,8 +127,9 @@ def create_listeners(config: Config, slots: int, environ: dict[str, str] | None 
         sock = bind_tcp(family, host, config.port, config.backlog, reuseport=False)
         port = sock.getsockname()[1]
         return Listeners("shared", http_address(family, host, port), family, host, port, config.backlog, shared=sock)
-    port = probe_port(family, host, config.port)
+    lock, port = claim_port(family, host, config.port)
     listeners = Listeners("reuseport", http_address(family, host, port), family, host, port, config.backlog)
+    listeners.lock = lock
     try:
         for slot in range(slots):
             listeners.socket_for(slot)
@@ -144,6 +149,9 @@ def choose_mode(listener: str) -> str:
 
 
 def resolve_host(host: str) -> tuple[int, str]:
+    """``--host``: a name or an address; an IPv6 one may be bracketed (``[::1]``, issue 9)."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
     try:
         infos = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -155,6 +163,103 @@ def resolve_host(host: str) -> tuple[int, str]:
 def http_address(family: int, host: str, port: int) -> str:
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     return f"http://{shown}:{port}"
+
+
+PORT_ATTEMPTS = 5  # port 0: a free port another master claimed first is picked again
+
+
+def claim_port(family: int, host: str, port: int) -> tuple[PortLock | None, int]:
+    """Own ``host:port`` for this master's life, then check it is free (issue 9).
+
+    SO_REUSEPORT lets a second cluster of the same user silently join our group, and the
+    probe below is check-then-bind: two masters started at the same instant both passed it.
+    So the claim comes first: an exclusive flock on a lock file named after the address,
+    held until Listeners.close() (or the process's death, which releases it), taken before
+    the probe; a second master fails at the lock, not after a race.
+    """
+    for _ in range(PORT_ATTEMPTS if port == 0 else 1):
+        chosen = probe_port(family, host, port) if port == 0 else port
+        try:
+            lock = PortLock.acquire(host, chosen)
+        except PortTaken:
+            if port == 0:
+                continue
+            in_use = bind_message(f"{host}:{port}", OSError(errno.EADDRINUSE, "in use"))
+            raise BindError(f"{in_use}; another asynccluster master owns it") from None
+        try:
+            return lock, probe_port(family, host, chosen)
+        except BindError:
+            if lock is not None:
+                lock.release()
+            raise
+    raise BindError(f"cannot listen on {host}:0: no free port could be claimed")
+
+
+class PortTaken(Exception):
+    """Another process holds the lock of this address."""
+
+
+@dataclass
+class PortLock:
+    """An exclusive flock on ``<lock dir>/<host>_<port>.lock`` (per user: SO_REUSEPORT
+    groups never span users)."""
+
+    fd: int
+    path: str
+
+    @classmethod
+    def acquire(cls, host: str, port: int) -> PortLock | None:
+        """The lock; PortTaken if another process holds it; None where locking is unavailable
+        (no fcntl, or no private directory: the probe alone then guards, as before)."""
+        try:
+            import fcntl
+        except ImportError:
+            return None
+        directory = lock_directory()
+        if directory is None:
+            return None
+        path = os.path.join(directory, f"{host.replace(':', '_').replace('/', '_')}_{port}.lock")
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            logger.warning("cannot create the port lock %s: %s", path, exc.strerror)
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise PortTaken(path) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return cls(fd, path)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)  # closing releases the flock; the file stays (unlinking races)
+            self.fd = -1
+
+
+def lock_directory() -> str | None:
+    """A directory only this user can write: $XDG_RUNTIME_DIR/asynccluster-ports or
+    /tmp/asynccluster-ports-UID (created 0700; refused if another user owns it)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    base = os.path.join(runtime, "asynccluster-ports") if runtime and os.path.isdir(runtime) else ""
+    path = base or f"/tmp/asynccluster-ports-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        try:
+            os.mkdir(path, 0o700)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:
+                return None
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        logger.warning("port locks disabled: %s is not a private directory of ours", path)
+        return None
+    return path
 
 
 def probe_port(family: int, host: str, port: int) -> int:

@@ -19,6 +19,7 @@ import asyncio
 import importlib.util
 import inspect
 import logging
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from asynccluster import exitcodes
 from asynccluster.config import Config, config_from_settings, parse_value
 from asynccluster.cpus import usable_cpus
+from asynccluster.master import accepterrors
 from asynccluster.master.operations import ReloadResult, RestartResult, ScaleResult
 from asynccluster.master.policy import worker_limit
 from asynccluster.master.process import WorkerInfo
@@ -58,6 +60,15 @@ async def start_hook(module: str, function: str, supervisor: Supervisor, config:
     return close
 
 
+def warn_if_root() -> None:
+    """The app runs as root in every worker (issue 9): legitimate in a container, worth a line."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        logger.warning(
+            "running as root: the app and every worker run with full privileges; "
+            "use an unprivileged user (ports below 1024: CAP_NET_BIND_SERVICE or a proxy)"
+        )
+
+
 class Cluster:
     def __init__(self, config: Config | None = None, *, handle_signals: bool = True, **settings: Any) -> None:
         if config is None:
@@ -79,6 +90,8 @@ class Cluster:
     async def serve(self) -> int:
         """Bind, start the workers, supervise until stopped; returns the exit code."""
         loop = asyncio.get_running_loop()
+        accepterrors.install(loop)
+        warn_if_root()
         workers = resolve_workers(self.config)
         limit = worker_limit(self.config, usable_cpus().count)
         if workers > limit:

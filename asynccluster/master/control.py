@@ -49,6 +49,14 @@ SUFFIX = ".sock"
 MAX_NAME = 64  # sun_path holds 108 bytes, the directory needs its share
 MAX_REQUEST = 64 * 1024
 MAX_SUFFIX = 100
+# Open control connections at most (issue 9); at the limit the oldest idle one is closed.
+MAX_CONNECTIONS = 16
+# A connection waiting for its next request this long is closed (a "stop" client, which
+# waits for EOF, is exempt). `asynccluster top` asks every second.
+IDLE_TIMEOUT = 60.0
+REFUSAL = b'{"ok": false, "error": "too many control connections; try again", "usage": false}\n'
+COUNT = re.compile(r"[+-]?[0-9]{1,9}")
+SLOT = re.compile(r"[0-9]{1,9}")
 
 
 class ControlError(Exception):
@@ -176,8 +184,10 @@ def peer_uid(sock: Any) -> int | None:
 def parse_scale(count: Any, current: int) -> int:
     """``N``, ``+N`` or ``-N`` -> the target worker count; refuses anything below 1."""
     text = str(count).strip()
-    if not re.fullmatch(r"[+-]?\d+", text):
-        raise ControlError(f"scale: expected N, +N or -N, got {text!r}", usage=True)
+    # ASCII digits only (issue 9: "\\d" also takes other scripts' digits, which int() accepts),
+    # and few enough of them that int() stays cheap; --max-workers bounds the rest.
+    if not COUNT.fullmatch(text):
+        raise ControlError(f"scale: expected N, +N or -N (digits 0-9), got {text[:40]!r}", usage=True)
     target = current + int(text) if text[0] in "+-" else int(text)
     if target < 1:
         raise ControlError(
@@ -207,7 +217,8 @@ def result_dict(result: Any) -> dict[str, Any]:
 class ControlServer:
     """Answers one connection's requests; knows the supervisor, the monitor and our name."""
 
-    def __init__(self, supervisor: Any, monitor: Monitor, name: str) -> None:
+    def __init__(self, supervisor: Any, monitor: Monitor, name: str, connections: Connections | None = None) -> None:
+        self.connections = connections or Connections()
         self.supervisor = supervisor
         self.monitor = monitor
         self.name = name
@@ -226,16 +237,22 @@ class ControlServer:
             if not self._peer_allowed(writer):
                 await _send(writer, {"ok": False, "error": "permission denied: this cluster belongs to another user"})
                 return
+            stopping = False
             while True:
                 try:
-                    line = await reader.readline()
+                    line = await asyncio.wait_for(reader.readline(), None if stopping else IDLE_TIMEOUT)
                 except (ValueError, asyncio.LimitOverrunError):
                     await _send(writer, {"ok": False, "error": f"request longer than {MAX_REQUEST} bytes"})
                     return
                 if not line:
                     return
-                await _send(writer, await self.answer(line))
-        except (ConnectionError, asyncio.IncompleteReadError):
+                self.connections.busy(writer)
+                answer = await self.answer(line)
+                await _send(writer, answer)
+                # A "stop" client reads until EOF (the master's exit): never idle, never evicted.
+                stopping = stopping or self._stop_task is not None
+                self.connections.busy(writer, stopping)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
             pass  # the client went away; an operation it started still completes
         finally:
             writer.close()
@@ -257,7 +274,11 @@ class ControlServer:
                 raise ControlError(
                     f"unknown command {request['cmd']!r}; known: {', '.join(self._handlers)}", usage=True
                 )
-            args = request.get("args") or {}
+            args = request.get("args")
+            if args is None:
+                args = {}
+            if not isinstance(args, dict):
+                raise ControlError(f"'args' must be a JSON object, like {{\"count\": 2}}; got {args!r:.60}", usage=True)
             return {"ok": True, "result": await handler(args)}
         except ControlError as exc:
             return {"ok": False, "error": str(exc), "usage": exc.usage}
@@ -295,7 +316,7 @@ class ControlServer:
 
     async def restart(self, args: dict[str, Any]) -> dict[str, Any]:
         slot = args.get("slot")
-        if isinstance(slot, str) and slot.strip().isdigit():
+        if isinstance(slot, str) and SLOT.fullmatch(slot.strip()):
             slot = int(slot)
         if not isinstance(slot, int) or isinstance(slot, bool):
             raise ControlError(f"restart: expected a slot number, got {slot!r}", usage=True)
@@ -348,8 +369,8 @@ async def start_control(supervisor: Any, config: Any) -> CloseFn:
         control_socket=str(path),
         log_file=os.path.abspath(config.log_file) if config.log_file else None,
     )
-    handler = ControlServer(supervisor, monitor, name)
-    connections = Connections()
+    connections = Connections(MAX_CONNECTIONS, "control", REFUSAL)
+    handler = ControlServer(supervisor, monitor, name, connections)
     try:
         server = await asyncio.start_unix_server(connections.track(handler.handle), sock=sock, limit=MAX_REQUEST)
     except BaseException:

@@ -227,6 +227,13 @@ async def scale_locked(supervisor: Supervisor, count: int) -> ScaleResult:
         error = f"cannot scale to {count}: a cluster has at least 1 worker (use stop)"
         logger.warning("%s", error)
         return ScaleResult(False, before, before, error=error, message=error)
+    if count > supervisor.max_workers:
+        error = (
+            f"cannot scale to {count} workers: the limit is {supervisor.max_workers} "
+            "(--max-workers; 0 means 4 x usable CPUs, at least 16)"
+        )
+        logger.warning("%s", error)
+        return ScaleResult(False, before, before, error=error, message=error)
     if supervisor.stopping:
         return ScaleResult(False, before, before, error="the cluster is stopping", message="the cluster is stopping")
     if count > before:
@@ -236,16 +243,20 @@ async def scale_locked(supervisor: Supervisor, count: int) -> ScaleResult:
     else:
         result = ScaleResult(True, before, count, message=f"already {count} workers")
     result.seconds = round(supervisor.clock() - started, 3)
+    supervisor.events.result("scale", result)  # the dashboard's timeline (issue 12)
     logger.info("%s", result.message)
     return result
 
 
 async def scale_up(supervisor: Supervisor, before: int, count: int) -> ScaleResult:
+    """Add slots before..count-1; if any cannot be bound or its worker is not ready, every
+    added slot is retired again (issue 9: a scale that cannot complete rolls back)."""
     from asynccluster.master.supervisor import Slot
     from asynccluster.sockets import BindError
 
     added: list[WorkerHandle] = []
     supervisor.desired = count
+    error = ""
     for index in range(before, count):
         slot = supervisor.slots[index] = Slot(index)
         try:
@@ -254,14 +265,19 @@ async def scale_up(supervisor: Supervisor, before: int, count: int) -> ScaleResu
             del supervisor.slots[index]
             supervisor.desired = index
             error = str(exc)
-            return ScaleResult(False, before, index, error=error, message=f"scaled {before} -> {index}: {error}")
+            break
         added.append(slot.current)
-    results = await asyncio.gather(*(wait_ready(handle) for handle in added))
-    failed = [failure_reason(handle) for handle, ok in zip(added, results, strict=True) if not ok]
-    if failed:
-        error = "; ".join(failed)
-        return ScaleResult(False, before, count, error=error, message=f"scaled {before} -> {count}, but {error}")
-    return ScaleResult(True, before, count, message=f"scaled {before} -> {count} workers")
+    if not error:
+        results = await asyncio.gather(*(wait_ready(handle) for handle in added))
+        error = "; ".join(failure_reason(h) for h, ok in zip(added, results, strict=True) if not ok)
+    if not error:
+        return ScaleResult(True, before, count, message=f"scaled {before} -> {count} workers")
+    if not supervisor.stopping:
+        await scale_down(supervisor, supervisor.desired, before)
+    first = error.splitlines()[0]
+    message = f"scale to {count} failed: {first}; rolled back to {before} workers"
+    logger.error("%s", message)
+    return ScaleResult(False, before, before, error=error, message=message)
 
 
 async def scale_down(supervisor: Supervisor, before: int, count: int) -> ScaleResult:

@@ -127,3 +127,16 @@ def recycle_reason(handle: WorkerHandle, config: Config, now: float) -> str | No
     if config.max_memory and rss > config.max_memory:
         return f"max-memory: RSS {rss / 2**20:.1f} MiB > {config.max_memory / 2**20:.1f} MiB"
     return None
+
+
+# --max-workers 0: this many workers per usable CPU, and never fewer than MIN_WORKER_LIMIT
+# (issue 9: "scale 100000" bound ~20k sockets and stopped serving).
+WORKERS_PER_CPU = 4
+MIN_WORKER_LIMIT = 16
+
+
+def worker_limit(config: Config, cpus: int) -> int:
+    """The most workers this cluster may run: --max-workers, else 4 x ``cpus``, at least 16."""
+    if config.max_workers > 0:
+        return int(config.max_workers)
+    return max(MIN_WORKER_LIMIT, WORKERS_PER_CPU * cpus)

@@ -28,6 +28,7 @@ from typing import Any
 
 from asynccluster import exitcodes, logs
 from asynccluster.config import Config
+from asynccluster.cpus import usable_cpus
 from asynccluster.master import operations, sdnotify
 from asynccluster.master.policy import (
     Timing,
@@ -36,6 +37,7 @@ from asynccluster.master.policy import (
     recycle_reason,
     respawn_decision,
     shutdown_budget,
+    worker_limit,
 )
 from asynccluster.master.process import (
     DRAINING,
@@ -101,6 +103,7 @@ class Supervisor:
         self.rng = rng or random.Random()
         self.on_event = on_event
         self.desired = workers if workers is not None else int(config.workers)
+        self.max_workers = worker_limit(config, usable_cpus().count)
         self.slots: dict[int, Slot] = {}
         self.handles: set[WorkerHandle] = set()  # every incarnation not yet exited
         self.state = "starting"

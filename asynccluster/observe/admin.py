@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
+from asynccluster.observe.dashboard import Dashboard, claims, start_dashboard
 from asynccluster.observe.prometheus import CONTENT_TYPE, is_ready, render
 from asynccluster.observe.streams import Connections
 from asynccluster.settingtypes import split_host_port
@@ -33,6 +35,10 @@ CloseFn = Callable[[], Awaitable[None]]
 READ_TIMEOUT = 10.0
 MAX_LINE = 8192
 MAX_HEADER_LINES = 100
+# Open admin connections at most (issue 9: 1,100 idle ones exhausted the master's fds); at
+# the limit the oldest idle one is closed, so a /livez probe still gets in (streams.py).
+MAX_CONNECTIONS = 64
+REFUSAL = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -55,17 +61,26 @@ def format_address(host: str, port: int) -> str:
 
 
 class AdminHandler:
-    def __init__(self, monitor: Monitor) -> None:
+    dashboard: Dashboard | None = None  # serves /, /dashboard, /static/, /api/ (issue 12)
+
+    def __init__(self, monitor: Monitor, connections: Connections | None = None) -> None:
         self.monitor = monitor
+        self.connections = connections
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(read_request_head(reader), READ_TIMEOUT)
+            headers: dict[str, str] = {}
+            request = await asyncio.wait_for(read_request_head(reader, headers), READ_TIMEOUT)
+            if self.connections is not None:
+                self.connections.busy(writer)  # a request to answer: no longer evictable
             if request is None:
                 status, content_type, body = 400, TEXT, b"bad request\n"
                 method = "GET"
             else:
                 method, target = request
+                if self.dashboard is not None and claims(target.split("?", 1)[0]):
+                    await self.dashboard.serve(method, target, headers, reader, writer)
+                    return
                 status, content_type, body = self.route(method, target)
             await respond(writer, status, content_type, b"" if method == "HEAD" else body, len(body))
         except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError):
@@ -88,11 +103,14 @@ class AdminHandler:
             return 200, CONTENT_TYPE, render(self.monitor.view()).encode()
         if path == "/status":
             return 200, JSON, json.dumps(self.monitor.view(), default=str).encode()
-        return 404, TEXT, b"not found; try /metrics /livez /readyz /status\n"
+        return 404, TEXT, b"not found; try / (dashboard) /metrics /livez /readyz /status\n"
 
 
-async def read_request_head(reader: asyncio.StreamReader) -> tuple[str, str] | None:
-    """The method and target of the request line; the header section is read and ignored.
+async def read_request_head(
+    reader: asyncio.StreamReader, headers: dict[str, str] | None = None
+) -> tuple[str, str] | None:
+    """The method and target of the request line; the header fields go into ``headers`` (names
+    lowercased, the last of repeated ones wins) if given, else they are read and ignored.
 
     None for anything malformed or over the limits (answered with 400).
     """
@@ -105,6 +123,9 @@ async def read_request_head(reader: asyncio.StreamReader) -> tuple[str, str] | N
             header = await reader.readline()
             if header in (b"\r\n", b"\n", b""):
                 return parts[0], parts[1]
+            if headers is not None:
+                name, _, value = header.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
     except (ValueError, asyncio.LimitOverrunError):  # a line longer than MAX_LINE
         return None
     return None
@@ -122,6 +143,21 @@ async def respond(writer: asyncio.StreamWriter, status: int, content_type: str, 
     await writer.drain()
 
 
+def warn_if_exposed(host: str) -> None:
+    """--admin on a non-loopback address serves /status (pids, app path, config) to anyone who
+    can reach it, with no authentication (issue 9): say so once at start."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        log.warning(
+            "--admin %s is reachable from other hosts: /status and /metrics are served without "
+            "authentication; bind it to 127.0.0.1 or put it behind a firewall",
+            host,
+        )
+
+
 async def start_admin(supervisor: Any, config: Any) -> CloseFn:
     """Serve the admin endpoint on ``config.admin``; returns the coroutine function closing it."""
     try:
@@ -129,10 +165,12 @@ async def start_admin(supervisor: Any, config: Any) -> CloseFn:
     except AdminAddressError as exc:
         # An OSError like a bind failure: the master reports it and exits (exitcodes.BIND).
         raise OSError(errno.EINVAL, str(exc)) from None
+    warn_if_exposed(host)
     monitor = acquire_monitor(supervisor)
-    connections = Connections()
+    connections = Connections(MAX_CONNECTIONS, "admin", REFUSAL)
+    handler = AdminHandler(monitor, connections)
     try:
-        server = await asyncio.start_server(connections.track(AdminHandler(monitor).handle), host, port, limit=MAX_LINE)
+        server = await asyncio.start_server(connections.track(handler.handle), host, port, limit=MAX_LINE)
     except OSError as exc:
         await release_monitor(supervisor)
         raise OSError(exc.errno, f"cannot serve --admin on {format_address(host, port)}: {exc.strerror}") from None
@@ -141,9 +179,14 @@ async def start_admin(supervisor: Any, config: Any) -> CloseFn:
     # With --admin HOST:0 the port is only known now: log it and put it in the status.
     monitor.extra["admin"] = address
     log.info("admin endpoint on http://%s/ (/metrics /livez /readyz /status)", address)
+    dashboard = handler.dashboard = start_dashboard(supervisor, monitor, config.admin_token, host)
+    # The fragment never reaches a server: the page reads the token from it and forgets the URL.
+    shown = "--admin-token" if config.admin_token else f"#token={dashboard.token}"
+    log.info("dashboard on http://%s/%s (actions need the admin token)", address, shown)
 
     async def close() -> None:
         server.close()
+        await dashboard.close()
         await connections.close()
         monitor.extra.pop("admin", None)
         await release_monitor(supervisor)

@@ -122,3 +122,38 @@ def test_a_listening_socket_reaches_a_spawned_child() -> None:
         assert process.exitcode == 0
     finally:
         listeners.close()
+
+
+def test_a_claimed_port_is_refused_to_a_second_master_before_anyone_binds() -> None:
+    """Issue 9, the two-clusters race made deterministic: both masters passed the probe of a
+    free port; the first to claim it owns it, the second gets the bind error (exit 5)."""
+    from asynccluster.sockets import claim_port
+
+    first, port = claim_port(socket.AF_INET, "127.0.0.1", 0)
+    assert first is not None
+    try:
+        with pytest.raises(BindError, match="another asynccluster master owns it"):
+            claim_port(socket.AF_INET, "127.0.0.1", port)  # nothing listens there yet
+        with pytest.raises(BindError, match="owns it"):
+            create_listeners(Config(port=port, listener="reuseport"), 2)
+    finally:
+        first.release()
+    again, _ = claim_port(socket.AF_INET, "127.0.0.1", port)  # released with the master
+    assert again is not None
+    again.release()
+
+
+def test_listeners_hold_the_claim_until_closed() -> None:
+    listeners = create_listeners(Config(port=0, listener="reuseport"), 1)
+    try:
+        with pytest.raises(BindError, match="owns it"):
+            create_listeners(Config(port=listeners.port, listener="reuseport"), 1)
+    finally:
+        listeners.close()
+    create_listeners(Config(port=listeners.port, listener="reuseport"), 1).close()
+
+
+def test_a_bracketed_ipv6_host_is_accepted() -> None:
+    from asynccluster.sockets import resolve_host
+
+    assert resolve_host("[::1]") == (socket.AF_INET6, "::1")

@@ -289,6 +289,31 @@ async def test_scale_up_and_down() -> None:
     await stop(supervisor, task)
 
 
+async def test_scale_above_max_workers_is_refused_and_nothing_starts() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2, max_workers=3)
+    task = await started(supervisor, spawner)
+    result = await supervisor.scale(100000)
+    assert not result.ok and result.after == 2
+    assert "cannot scale to 100000 workers: the limit is 3" in result.error
+    assert len(spawner.processes) == 2 and supervisor.desired == 2
+    assert (await supervisor.scale(3)).ok
+    await stop(supervisor, task)
+
+
+async def test_a_scale_whose_new_workers_fail_rolls_back_to_the_previous_count() -> None:
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2)
+    task = await started(supervisor, spawner)
+    spawner.on_spawn = lambda p: p.later(p.exit, 1) if p.slot == 3 else p.later(p.ready)
+    result = await asyncio.wait_for(supervisor.scale(4), 5)
+    assert not result.ok and result.after == 2
+    assert "rolled back to 2 workers" in result.message and "worker 3" in result.error
+    assert supervisor.desired == 2 and sorted(supervisor.slots) == [0, 1]
+    await spawner.until(lambda: sorted(p.slot for p in spawner.live()) == [0, 1])
+    await stop(supervisor, task)
+
+
 async def test_restart_of_one_slot_and_of_a_missing_slot() -> None:
     spawner = FakeSpawner()
     supervisor = make(spawner, workers=2)
