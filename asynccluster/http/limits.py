@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    # Longest request-target in bytes; longer -> 414 (RFC 9112 §3: servers SHOULD support
-    # at least 8000 octets; RFC 9110 §15.5.15).
+    # Longest request-line in bytes (method SP target SP HTTP-version, without CRLF); longer
+    # -> 414, as only the target can make it long (RFC 9112 §3: servers SHOULD support
+    # request-lines of at least 8000 octets; RFC 9110 §15.5.15).
     request_line: int = 8192
     # Most header fields in one request; more -> 431 (RFC 6585 §5).
     header_fields: int = 100

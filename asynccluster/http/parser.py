@@ -27,9 +27,11 @@ from .validate import (
     check_fields,
     check_host,
     check_version,
+    has_version,
     head_end,
     is_websocket_upgrade,
     method_name,
+    no_version,
     parse_target,
     request_line_version,
     scan_request_line,
@@ -45,6 +47,11 @@ _SPECIAL = (
     frozenset((b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"sec-websocket-version"))
     | _PROXY
 )
+
+# A request-line's bytes besides method and target: 2 SP and "HTTP/x.y" (RFC 9112 §3).
+_LINE_FIXED = 10
+# Methods up to this long need no look-up while the target is short of the limit.
+_SHORT_METHOD = 8
 
 # No request-line starts with this (the request-line cache's initial entry).
 _NO_LINE = b"\0"
@@ -100,6 +107,8 @@ class RequestParser:
         "_last_line",
         "_limits",
         "_line",
+        "_line_end",
+        "_line_max",
         "_line_tail",
         "_messages",
         "_on_body_sink",
@@ -118,7 +127,10 @@ class RequestParser:
         self._sink = sink
         self._on_body_sink = sink.on_body
         self._limits = limits
-        self._url_max = limits.request_line
+        # --limit-request-line bounds the whole line, method SP target SP HTTP/x.y: a target
+        # up to _url_max bytes fits whatever the method; a longer one is measured exactly.
+        self._line_max = limits.request_line
+        self._url_max = limits.request_line - _LINE_FIXED - _SHORT_METHOD
         self._fields_max = limits.header_fields
         self._head_max = limits.header_size
         self._body_limit = limits.body
@@ -133,6 +145,8 @@ class RequestParser:
         # when its head completes), or the last byte of a request-line split across reads.
         self._line: bytes | None = None
         self._line_tail: bytes | None = None
+        # The end of a request-line that arrived in pieces (see scan_request_line), b"": none.
+        self._line_end = b""
         self._complete_pending = False  # a chunked request's completion, until measured
         # The last valid request-line seen at the start of a read, with its decoded parts:
         # clients repeat theirs (keep-alive), and a byte-equal line needs no new checks.
@@ -200,6 +214,8 @@ class RequestParser:
                 self._state = _DONE
                 self._release_complete()
                 raise self._translate(exc) from None
+        if self._state == _HEAD and self._line is not None:
+            self._check_line_ended(self._line)  # a head that is not complete yet (uncommon)
         if self._messages == messages and self._state == state:
             # No message boundary in this chunk, so all of it belongs to the current message:
             # bound what llhttp/httptools may accumulate across reads.
@@ -227,16 +243,38 @@ class RequestParser:
 
     def _check_head_fed(self, size: int) -> None:
         self._head_fed += size
-        if self._head_fed > self._head_max + self._url_max:
+        if self._head_fed > self._head_max + self._line_max:
             raise self._fail(ProtocolError(431, "request header section too large"))
 
     def _check_line_pieces(self, data: bytes) -> None:
         line, self._line = self._line, None  # not None: the previous read began this request
         try:
-            tail = self._line_tail if line is None else scan_request_line(line, b"")
-            self._line_tail = None if tail is None else scan_request_line(data, tail)
+            if line is None:
+                tail, ended = self._line_tail or b"", False
+            else:
+                tail, ended = scan_request_line(line, b"")
+            if not ended:
+                tail, ended = scan_request_line(data, tail)
         except ProtocolError as exc:
             raise self._fail(exc) from None
+        self._line_tail = None if ended else tail
+        if ended:
+            self._line_end = tail
+            if not has_version(tail):
+                raise self._fail(no_version())
+
+    def _check_line_ended(self, line: bytes) -> None:
+        """The head is incomplete after the read that began it: refuse a version-less line now.
+
+        Without this, "GET /" CRLF would wait for a header section and time out (RFC 9112 §3:
+        it is an invalid request-line, answered 400 as soon as the line is complete).
+        """
+        try:
+            end, ended = scan_request_line(line, b"")
+        except ProtocolError as exc:
+            raise self._fail(exc) from None
+        if ended and not has_version(end):
+            raise self._fail(no_version())
 
     def _check_chunked_read(self, data: bytes, state: int, began: int, body_before: int) -> None:
         """A read with a message boundary, ending in (or just after) a chunked request.
@@ -303,8 +341,10 @@ class RequestParser:
 
     def _on_url(self, piece: bytes) -> None:
         url = self._url + piece
-        if len(url) > self._url_max:
-            raise ProtocolError(414, "request-target too long")
+        if len(url) > self._url_max and len(url) + len(self._hp.get_method()) + _LINE_FIXED > self._line_max:
+            # The request-line is longer than --limit-request-line; the method is short
+            # (llhttp knows only registered ones), so the target is what is too long.
+            raise ProtocolError(414, "request-line too long (its request-target)")
         self._url = url
 
     def _on_header(self, name: bytes, value: bytes) -> None:
@@ -314,8 +354,7 @@ class RequestParser:
         name = name.lower()
         # llhttp drops leading OWS but keeps trailing OWS, which is not part of the value
         # (RFC 9112 §5).
-        raw = value
-        value = raw.rstrip(OWS)
+        value = value.rstrip(OWS)
         headers = self._headers
         headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
@@ -330,16 +369,18 @@ class RequestParser:
             elif name in _PROXY:
                 self._proxied = True
             else:
-                self._on_special(name, value, raw)
+                self._on_special(name, value)
 
-    def _on_special(self, name: bytes, value: bytes, raw: bytes) -> None:
+    def _on_special(self, name: bytes, value: bytes) -> None:
         specials = self._specials
         if specials is None:
             specials = self._specials = {}
-        if name == b"content-length" and (not raw.isdigit() or (raw[0] == 48 and len(raw) > 1)):
-            # Framing gets no leniency: plain 1*DIGIT, no sign, comma, whitespace or leading
-            # zero. Parsers disagreeing on such values is how requests get smuggled (RFC 9112
-            # §6.3 item 5, §11.2). Inline: every request with a body comes here.
+        if name == b"content-length" and not value.isdigit():
+            # Content-Length = 1*DIGIT (RFC 9110 §8.6): leading zeros are decimal digits like
+            # any other ("005" is 5, as llhttp frames it), and OWS around the value is not
+            # part of it (RFC 9110 §5.5). Nothing else: no sign, comma, inner space or hex;
+            # parsers disagreeing on such values is how requests get smuggled (RFC 9112 §6.3
+            # item 5, §11.2). Inline: every request with a body comes here.
             raise bad("invalid Content-Length")
         previous = specials.get(name)
         # Repeated list fields combine into one comma-separated value (RFC 9110 §5.3).
@@ -406,6 +447,8 @@ class RequestParser:
         if version is None:
             version = hp.get_http_version()  # a str.format() call: the raw bytes are cheaper
             if version != "1.1" and version != "1.0":
+                if version == "0.9":
+                    self._check_version_given(line)
                 version = check_version(version)
         method = METHODS.get(raw_method)
         if method is None:
@@ -416,6 +459,16 @@ class RequestParser:
         if checked is not None and line is not None and len(url) <= _LINE_CACHEABLE:
             self._remember_line(line, raw_method, url, (method, target, version))
         return method, target, version
+
+    def _check_version_given(self, line: bytes | None) -> None:
+        """llhttp reports 0.9 for "HTTP/0.9" and for a line without a version (400, not 505).
+
+        The raw line tells them apart; a pipelined request's is not kept (see :meth:`feed`),
+        so without it the line counts as version-less.
+        """
+        end, self._line_end = (scan_request_line(line, b"")[0] if line is not None else self._line_end), b""
+        if not has_version(end):
+            raise no_version()
 
     def _remember_line(self, line: bytes, raw_method: bytes, url: bytes, parts: tuple[str, Any, str]) -> None:
         """Keep ``line``'s request-line if it is exactly "method SP target SP HTTP/1.x CRLF".

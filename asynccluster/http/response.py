@@ -210,10 +210,17 @@ class ResponseWriter:
         no_body = head_request or status < 200 or status == 204 or status == 304
         self.no_body = no_body
         self.chunked = False
+        if length is not None and (status < 200 or status == 204):
+            # MUST NOT send Content-Length in 1xx or 204 (RFC 9110 §8.6). "0" says no
+            # body, which is true: the field is dropped (frameworks add it, e.g. Django).
+            # Any other value announces a body such a response cannot have: an app bug.
+            if int(length):
+                raise ResponseError(f"Content-Length {length.decode()} in a {status} response")
+            _drop_content_length(parts)
+            length = None
         if length is not None:
-            if status < 200 or status == 204:
-                # MUST NOT send Content-Length in 1xx or 204 (RFC 9110 §8.6).
-                raise ResponseError(f"Content-Length in a {status} response")
+            # On 304 the app's value is kept as sent: it is the length the 200 would have had
+            # (RFC 9110 §8.6 allows it), and no body follows (as for HEAD).
             self.remaining = int(length)
         else:
             self.remaining = None
@@ -271,6 +278,14 @@ class ResponseWriter:
         if self.chunked:
             return LAST_CHUNK
         return b""
+
+
+def _drop_content_length(parts: list[bytes]) -> None:
+    """Remove the Content-Length field line from ``parts`` (name, ": ", value, CRLF runs)."""
+    for index in range(1, len(parts) - 3, 4):
+        if parts[index].lower() == b"content-length":
+            del parts[index : index + 4]
+            return
 
 
 # ---------------------------------------------------------------- canned error responses

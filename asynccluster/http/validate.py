@@ -3,10 +3,12 @@
 - request-line: exactly one SP between its parts (RFC 9112 §3; the parser looks at raw bytes);
 - Host: exactly one on HTTP/1.1, at most one on HTTP/1.0, a plausible ``host[:port]``
   (RFC 9112 §3.2, RFC 9110 §7.2);
-- version: HTTP/1.x only (1.2+ is answered as 1.1, RFC 9112 §2.3), others -> 505;
+- version: HTTP/1.x only (1.2+ is answered as 1.1, RFC 9112 §2.3), other well-formed versions
+  -> 505; a request-line without one (HTTP/0.9's "GET /") -> 400 (RFC 9112 §3);
 - request-target form and characters (RFC 9112 §3.2), percent-decoding of the path;
 - framing: Transfer-Encoding codings (only ``chunked``, last, once; none on HTTP/1.0),
-  Content-Length as plain ``1*DIGIT`` without leading zeros (RFC 9112 §6, §11.2);
+  Content-Length as plain ``1*DIGIT``, leading zeros and OWS around it allowed, nothing else
+  (RFC 9110 §8.6, §5.5; RFC 9112 §6, §11.2);
 - Expect (only ``100-continue``, else 417), Upgrade (only a GET WebSocket handshake pauses
   the parser), CONNECT -> 501.
 
@@ -74,7 +76,10 @@ def request_line_version(line: bytes, method: bytes, target: bytes) -> str | Non
     size = len(method)
     end = size + len(target) + 2
     if line[size] != 32 or line[size + 1] == 32 or line[end] != 72:
-        scan_request_line(line, b"")
+        line_end, ended = scan_request_line(line, b"")
+        if ended and not has_version(line_end):
+            # llhttp also takes RTSP/ and ICE/ versions; HTTP-name is "HTTP" (RFC 9112 §2.3).
+            raise no_version()
         return None
     if line[end + 5] == 49:
         minor = line[end + 7]
@@ -85,14 +90,15 @@ def request_line_version(line: bytes, method: bytes, target: bytes) -> str | Non
     return None
 
 
-def scan_request_line(data: bytes, tail: bytes) -> bytes | None:
+def scan_request_line(data: bytes, tail: bytes) -> tuple[bytes, bool]:
     """Check (the next piece of) a request-line: its parts are separated by exactly one SP.
 
     RFC 9112 §3: a recipient MAY split on any whitespace run, but lenient parsing is how
     parsers in a chain come to disagree (§3, §11.2); llhttp skips extra spaces, so the parser
     calls this with the raw bytes. ``tail`` is b"" before the request-line began (``data``
-    may start with empty lines, RFC 9112 §2.2), else its last byte so far (a double SP may
-    span two reads). Returns the new tail, or None when the request-line ended in ``data``.
+    may start with empty lines, RFC 9112 §2.2), else its last bytes so far (a double SP may
+    span two reads). Returns (the request-line's last :data:`LINE_END` bytes so far, whether
+    it ended in ``data``); once it ended, :func:`has_version` tells whether it had a version.
     """
     start = 0
     if not tail:
@@ -103,11 +109,36 @@ def scan_request_line(data: bytes, tail: bytes) -> bytes | None:
     piece = tail + (data[start:] if eol < 0 else data[start:eol])
     if b"  " in piece:
         raise bad("request-line parts must be separated by exactly one SP")
-    return None if eol >= 0 else piece[-1:]
+    if eol >= 0:
+        return piece.rstrip(b"\r")[-LINE_END:], True
+    return piece[-LINE_END - 1 :], False  # one more: the CR before a LF in the next read
+
+
+# The bytes of a request-line's end that show its version: SP "HTTP/" DIGIT "." DIGIT.
+LINE_END = 9
+_VERSION_START = b" HTTP/"
+
+
+def has_version(line_end: bytes) -> bool:
+    """Does a complete request-line ending in ``line_end`` carry an HTTP-version?
+
+    A request-target holds no SP, so " HTTP/" there is the separator and the version
+    (llhttp checked its digits). Without it the line is "method SP target", HTTP/0.9's form,
+    which llhttp reports as version 0.9: that is an invalid request-line (RFC 9112 §3), 400.
+    """
+    return line_end.startswith(_VERSION_START)
+
+
+def no_version() -> ProtocolError:
+    return bad("request-line has no HTTP version (HTTP/0.9 is not spoken)")
 
 
 def check_version(version: str) -> str:
-    """A version other than 1.1/1.0: the version to answer as, or 505."""
+    """A version other than 1.1/1.0: the version to answer as, or 505.
+
+    505 is for a well-formed HTTP-version whose major version we do not speak (RFC 9110
+    §15.6.6); a request-line without a version is refused with 400 before this is reached.
+    """
     if version.startswith("1."):
         return "1.1"  # a higher HTTP/1.x minor is served as 1.1 (RFC 9112 §2.3)
     raise ProtocolError(505, f"HTTP/{version} is not supported")
@@ -189,18 +220,26 @@ def _percent_decode(raw_path: bytes) -> str:
 
 
 def check_host(host: bytes) -> None:
-    """One Host value: a plausible ``uri-host [":" port]`` (RFC 9110 §7.2)."""
+    """One Host value: a plausible ``uri-host [":" port]`` (RFC 9110 §7.2).
+
+    ``port = *DIGIT`` (RFC 3986 §3.2.3): an empty port after the colon is valid ("a:").
+    """
     if not host or host.translate(None, _HOST_CHARS):
         raise bad("invalid Host header field")
     if host.startswith(b"["):
         end = host.find(b"]")
         port = host[end + 1 :] if end > 0 else b"x"
-        if port and not (port[:1] == b":" and port[1:].isdigit()):
+        if port and not (port[:1] == b":" and _is_port(port[1:])):
             raise bad("invalid Host header field")
-    elif host.count(b":") > 1 or host.endswith(b":") or (b":" in host and not host.rpartition(b":")[2].isdigit()):
+    elif host.count(b":") > 1 or not _is_port(host.partition(b":")[2]):
         raise bad("invalid Host header field")
     if len(GOOD_HOSTS) < _GOOD_HOSTS_MAX:
         GOOD_HOSTS.add(host)
+
+
+def _is_port(port: bytes) -> bool:
+    """RFC 3986 §3.2.3: ``port = *DIGIT`` (empty included)."""
+    return not port or port.isdigit()
 
 
 def check_fields(specials: dict[bytes, bytes], version: str, body_limit: int) -> tuple[int | None, bool, bool]:

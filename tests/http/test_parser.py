@@ -184,6 +184,31 @@ def test_double_spaces_outside_the_request_line_are_fine() -> None:
     assert events[1:] == [("body", b"  x  \n"), ("complete",), ("request", events[3][1]), ("complete",)]
 
 
+@pytest.mark.parametrize("host", [b"a:", b"[::1]:", b"a:80", b"[::1]"])
+def test_host_with_an_empty_port_is_valid(host: bytes) -> None:
+    # RFC 3986 §3.2.3: port = *DIGIT, so "a:" is a valid authority (issue 8 item 5).
+    events, status = run_all_splits(request(b"GET / HTTP/1.1\nHost: " + host + b"\n"))
+    assert status is None
+    assert (b"host", host) in events[0][1]["headers"]
+
+
+@pytest.mark.parametrize(
+    ("value", "length"),
+    [(b"5 ", 5), (b"5\t", 5), (b"005", 5), (b"0200", 200), (b"00", 0), (b"0" * 30 + b"5", 5)],
+)
+def test_content_length_with_trailing_ows_or_leading_zeros_is_valid(value: bytes, length: int) -> None:
+    # RFC 9110 §8.6: Content-Length = 1*DIGIT, read as a decimal number (leading zeros are
+    # digits); §5.5: OWS around a field value is not part of it (issue 8 item 5).
+    body = b"A" * length
+    events, status = run_all_splits(request(b"POST / HTTP/1.1\nHost: h\nContent-Length: " + value + b"\n", body) + GET)
+    assert status is None
+    assert events[0][1]["content_length"] == length
+    assert (b"content-length", value.rstrip(b" \t")) in events[0][1]["headers"]
+    kinds = [e[0] for e in events]
+    assert kinds == ["request", *(["body"] if length else []), "complete", "request", "complete"]
+    assert events[-2][1]["raw_path"] == b"/a/b"  # the next request is framed where it starts
+
+
 def test_ipv6_host_and_duplicate_headers_kept() -> None:
     raw = request(b"GET / HTTP/1.1\nHost: [::1]:8000\nX-Dup: 1\nx-dup: 2\n")
     events, status = run_all_splits(raw)
@@ -205,6 +230,15 @@ BAD: list[tuple[str, bytes, int]] = [
     ("version 2.0", request(b"GET / HTTP/2.0\nHost: a\n"), 505),
     ("version 9.9", request(b"GET / HTTP/9.9\nHost: a\n"), 505),
     ("h2 preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505),
+    # RFC 9112 §3: "method SP target" without a version is an invalid request-line (400),
+    # answered as soon as the line ends; 505 is for a well-formed unsupported version.
+    ("no version, line only", b"GET /\r\n", 400),
+    ("no version, with fields", request(b"GET /\nHost: a\n"), 400),
+    ("no version, long target", request(b"GET /abcdefghijk\nHost: a\n"), 400),
+    ("no version, POST", request(b"POST /x\nHost: a\nContent-Length: 1\n", b"x"), 400),
+    ("no version after an empty line", b"\r\nGET /\r\n", 400),
+    ("version 0.9", request(b"GET / HTTP/0.9\nHost: a\n"), 505),
+    ("RTSP version", request(b"GET / RTSP/1.0\nHost: a\n"), 400),
     ("version leading zero", request(b"GET / HTTP/01.1\nHost: a\n"), 400),
     ("bare LF", b"GET / HTTP/1.1\nHost: a\r\n\r\n", 400),
     ("bare CR in value", request(b"GET / HTTP/1.1\nHost: a\nX: a\rb\n"), 400),
@@ -225,8 +259,9 @@ BAD: list[tuple[str, bytes, int]] = [
     ("lowercase method", request(b"get / HTTP/1.1\nHost: a\n"), 400),
     ("CONNECT", request(b"CONNECT a:443 HTTP/1.1\nHost: a:443\n"), 501),
     ("CL plus", request(b"POST / HTTP/1.1\nHost: a\nContent-Length: +1\n", b"x"), 400),
-    ("CL leading zero", request(b"POST / HTTP/1.1\nHost: a\nContent-Length: 01\n", b"x"), 400),
-    ("CL trailing space", request(b"POST / HTTP/1.1\nHost: a\nContent-Length: 1 \n", b"x"), 400),
+    ("CL inner space", request(b"POST / HTTP/1.1\nHost: a\nContent-Length: 1 0\n", b"x"), 400),
+    ("CL hex", request(b"POST / HTTP/1.1\nHost: a\nContent-Length: 0x1\n", b"x"), 400),
+    ("CL empty", request(b"POST / HTTP/1.1\nHost: a\nContent-Length: \n", b"x"), 400),
     ("CL list", request(b"POST / HTTP/1.1\nHost: a\nContent-Length: 1, 1\n", b"x"), 400),
     ("CL duplicate", request(b"POST / HTTP/1.1\nHost: a\nContent-Length: 1\nContent-Length: 1\n", b"x"), 400),
     ("CL and TE", request(b"POST / HTTP/1.1\nHost: a\nContent-Length: 5\nTransfer-Encoding: chunked\n"), 400),
@@ -281,6 +316,9 @@ SMALL = Limits(request_line=64, header_fields=4, header_size=256, body=10)
     ("name", "raw", "status"),
     [
         ("target too long", request(b"GET /" + b"a" * 64 + b" HTTP/1.1\nHost: a\n"), 414),
+        # --limit-request-line is the whole line (method SP target SP version), issue 9 item 6.
+        ("line one byte too long", request(b"GET /" + b"a" * 51 + b" HTTP/1.1\nHost: a\n"), 414),
+        ("long method, line too long", request(b"OPTIONS /" + b"a" * 47 + b" HTTP/1.1\nHost: a\n"), 414),
         ("too many fields", request(b"GET / HTTP/1.1\nHost: a\n" + b"X: 1\n" * 4), 431),
         ("header section too large", request(b"GET / HTTP/1.1\nHost: a\nX: " + b"v" * 300 + b"\n"), 431),
         ("announced body too large", request(b"POST / HTTP/1.1\nHost: a\nContent-Length: 11\n"), 413),
@@ -298,7 +336,11 @@ def test_limits(name: str, raw: bytes, status: int) -> None:
 
 
 def test_limits_at_the_boundary_pass() -> None:
-    raw = request(b"GET /" + b"a" * 63 + b" HTTP/1.1\nHost: a\n" + b"X: 1\n" * 3)
+    # Request-lines of exactly 64 bytes: "GET " + a 51-byte target + " HTTP/1.1", and so on.
+    raw = request(b"GET /" + b"a" * 50 + b" HTTP/1.1\nHost: a\n" + b"X: 1\n" * 3)
+    assert run_all_splits(raw, SMALL)[1] is None
+    raw = request(b"OPTIONS /" + b"a" * 45 + b" HTTP/1.1\nHost: a\n")
+    assert run_all_splits(raw, SMALL)[1] is None
     assert run_all_splits(raw, SMALL)[1] is None
     raw = request(b"POST / HTTP/1.1\nHost: a\nContent-Length: 10\n", b"0123456789")
     assert run_all_splits(raw, SMALL)[1] is None

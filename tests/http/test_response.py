@@ -174,9 +174,32 @@ def test_content_length_enforced() -> None:
         writer.end()
 
 
-def test_content_length_on_204_is_an_app_error() -> None:
+def test_content_length_zero_on_204_is_dropped() -> None:
+    # RFC 9110 §8.6: a server MUST NOT send Content-Length in a 204; "0" is true, so it is
+    # dropped rather than refused (frameworks add it); the other fields stay, in order.
+    writer = ResponseWriter(server=None)
+    head = writer.start(204, [(b"x-a", b"1"), (b"Content-Length", b"0"), (b"x-b", b"2")], date=DATE)
+    assert head == b"HTTP/1.1 204 No Content\r\nx-a: 1\r\nx-b: 2\r\n" + DATE + b"\r\n"
+    assert writer.no_body and writer.remaining is None
+    response, body, _ = h11_read(write(writer, head, b""))
+    assert response.status_code == 204 and body == b""
+
+
+def test_content_length_announcing_a_body_on_204_is_an_app_error() -> None:
     with pytest.raises(ResponseError):
-        ResponseWriter().start(204, [(b"content-length", b"0")])
+        ResponseWriter().start(204, [(b"content-length", b"5")])
+
+
+def test_content_length_on_304_is_kept() -> None:
+    # RFC 9110 §8.6: a 304 MAY carry the length the 200 would have had; uvicorn keeps it too.
+    for value in (b"0", b"120"):
+        writer = ResponseWriter()
+        head = writer.start(304, [(b"content-length", value)])
+        assert b"content-length: " + value + b"\r\n" in head
+        raw = write(writer, head, b"")
+        assert raw == head
+        response, body, _ = h11_read(raw)
+        assert response.status_code == 304 and body == b""
 
 
 def test_writer_is_reusable() -> None:
