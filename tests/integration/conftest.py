@@ -37,8 +37,16 @@ READY_LINE = re.compile(r"worker (\d+) \(pid (\d+), incarnation (\d+)\) ready")
 
 
 class ClusterProcess:
-    def __init__(self, args: list[str], *, env: dict[str, str] | None = None, prefix: list[str] | None = None) -> None:
-        command = [*(prefix or []), sys.executable, "-m", "asynccluster", "run", *args]
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:
+        # ``command`` replaces ``asynccluster run`` (tests/compat runs uvicorn the same way).
+        command = [*(prefix or []), *(command or [sys.executable, "-m", "asynccluster", "run"]), *args]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.env.setdefault("ASYNCCLUSTER_CONTROL_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / "ac-tests"))
         self.proc = subprocess.Popen(

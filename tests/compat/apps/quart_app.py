@@ -1,0 +1,30 @@
+"""A Quart app: a route, JSON, a POST body (tests/compat/test_compat_quart.py; issue 8: Quart pinned the CPU)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Quart, request
+
+app = Quart(__name__)
+
+
+@app.route("/")
+async def index() -> str:
+    return "hello from quart"
+
+
+@app.route("/json")
+async def json_route() -> dict[str, Any]:
+    return {"framework": "quart", "args": request.args.to_dict()}
+
+
+@app.route("/echo", methods=["POST"])
+async def echo() -> dict[str, Any]:
+    body = await request.get_data()
+    return {"size": len(body), "head": body[:8].decode("latin-1")}
+
+
+@app.route("/json-echo", methods=["POST"])
+async def json_echo() -> dict[str, Any]:
+    return {"got": await request.get_json()}
