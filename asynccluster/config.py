@@ -248,8 +248,15 @@ class Config:
     # Control and metrics
     admin: str = setting(
         "",
-        "Serve /metrics, /livez, /readyz and /status from the master on HOST:PORT (off if empty).",
+        "Serve /metrics, /livez, /readyz, /status and the live dashboard (/) from the master on HOST:PORT "
+        "(off if empty).",
         parse=parse_host_port,
+        group="control",
+    )
+    admin_token: str = setting(
+        "",
+        "Token the dashboard's actions (reload, scale, restart) must send; generated and logged at start "
+        "if empty. Read-only views need none.",
         group="control",
     )
     control_dir: str = setting(

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
+from asynccluster.observe.dashboard import Dashboard, claims, start_dashboard
 from asynccluster.observe.prometheus import CONTENT_TYPE, is_ready, render
 from asynccluster.observe.streams import Connections
 from asynccluster.settingtypes import split_host_port
@@ -60,13 +61,16 @@ def format_address(host: str, port: int) -> str:
 
 
 class AdminHandler:
+    dashboard: Dashboard | None = None  # serves /, /dashboard, /static/, /api/ (issue 12)
+
     def __init__(self, monitor: Monitor, connections: Connections | None = None) -> None:
         self.monitor = monitor
         self.connections = connections
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(read_request_head(reader), READ_TIMEOUT)
+            headers: dict[str, str] = {}
+            request = await asyncio.wait_for(read_request_head(reader, headers), READ_TIMEOUT)
             if self.connections is not None:
                 self.connections.busy(writer)  # a request to answer: no longer evictable
             if request is None:
@@ -74,6 +78,9 @@ class AdminHandler:
                 method = "GET"
             else:
                 method, target = request
+                if self.dashboard is not None and claims(target.split("?", 1)[0]):
+                    await self.dashboard.serve(method, target, headers, reader, writer)
+                    return
                 status, content_type, body = self.route(method, target)
             await respond(writer, status, content_type, b"" if method == "HEAD" else body, len(body))
         except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError):
@@ -96,11 +103,14 @@ class AdminHandler:
             return 200, CONTENT_TYPE, render(self.monitor.view()).encode()
         if path == "/status":
             return 200, JSON, json.dumps(self.monitor.view(), default=str).encode()
-        return 404, TEXT, b"not found; try /metrics /livez /readyz /status\n"
+        return 404, TEXT, b"not found; try / (dashboard) /metrics /livez /readyz /status\n"
 
 
-async def read_request_head(reader: asyncio.StreamReader) -> tuple[str, str] | None:
-    """The method and target of the request line; the header section is read and ignored.
+async def read_request_head(
+    reader: asyncio.StreamReader, headers: dict[str, str] | None = None
+) -> tuple[str, str] | None:
+    """The method and target of the request line; the header fields go into ``headers`` (names
+    lowercased, the last of repeated ones wins) if given, else they are read and ignored.
 
     None for anything malformed or over the limits (answered with 400).
     """
@@ -113,6 +123,9 @@ async def read_request_head(reader: asyncio.StreamReader) -> tuple[str, str] | N
             header = await reader.readline()
             if header in (b"\r\n", b"\n", b""):
                 return parts[0], parts[1]
+            if headers is not None:
+                name, _, value = header.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
     except (ValueError, asyncio.LimitOverrunError):  # a line longer than MAX_LINE
         return None
     return None
@@ -166,9 +179,14 @@ async def start_admin(supervisor: Any, config: Any) -> CloseFn:
     # With --admin HOST:0 the port is only known now: log it and put it in the status.
     monitor.extra["admin"] = address
     log.info("admin endpoint on http://%s/ (/metrics /livez /readyz /status)", address)
+    dashboard = handler.dashboard = start_dashboard(supervisor, monitor, config.admin_token, host)
+    # The fragment never reaches a server: the page reads the token from it and forgets the URL.
+    shown = "--admin-token" if config.admin_token else f"#token={dashboard.token}"
+    log.info("dashboard on http://%s/%s (actions need the admin token)", address, shown)
 
     async def close() -> None:
         server.close()
+        await dashboard.close()
         await connections.close()
         monitor.extra.pop("admin", None)
         await release_monitor(supervisor)
