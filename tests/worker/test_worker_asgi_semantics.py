@@ -187,7 +187,10 @@ async def test_unread_body_past_the_discard_limit_closes_after_the_response(star
         return sent
 
     uploading = asyncio.ensure_future(upload())
-    rest = await asyncio.wait_for(reader.read(), 5)
+    try:
+        rest = await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        rest = b""  # closing with unread upload bytes queued makes the kernel send a reset
     sent = await uploading
     writer.close()
     assert rest == b""  # closed after the response, nothing else written
