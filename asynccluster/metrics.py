@@ -21,6 +21,7 @@ Values are updated under a lock: sync endpoints of an ASGI app run in a thread p
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterable
@@ -35,6 +36,12 @@ RESERVED_PREFIX = "asynccluster_"
 
 LabelValues = tuple[str, ...]
 
+# Series (label-value combinations) per metric at most (issue 9: a counter labelled by request
+# path grew the heartbeat past the channel's frame limit). Past it, new series are dropped and
+# counted (``dropped`` in the snapshot, one warning naming the metric); existing ones update.
+MAX_SERIES = 1000
+logger = logging.getLogger("asynccluster.metrics")
+
 
 class _Metric:
     kind = "untyped"
@@ -45,6 +52,7 @@ class _Metric:
         self.label_names = labels
         self._values: dict[LabelValues, float] = {}
         self._lock = threading.Lock()
+        self.dropped = 0  # updates of new series refused past MAX_SERIES
         if not labels:
             self._values[()] = 0.0
 
@@ -61,11 +69,27 @@ class _Metric:
 
     def _add(self, key: LabelValues, amount: float) -> None:
         with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
+            if key in self._values or self._room():
+                self._values[key] = self._values.get(key, 0.0) + amount
 
     def _set(self, key: LabelValues, value: float) -> None:
         with self._lock:
-            self._values[key] = float(value)
+            if key in self._values or self._room():
+                self._values[key] = float(value)
+
+    def _room(self) -> bool:
+        """Whether one more series fits (called under the lock); counts and warns once if not."""
+        if len(self._values) < MAX_SERIES:
+            return True
+        self.dropped += 1
+        if self.dropped == 1:
+            logger.warning(
+                "metric %r has %d series, the limit: new label values are dropped and counted "
+                "(a label with unbounded values, like a request path or id?)",
+                self.name,
+                MAX_SERIES,
+            )
+        return False
 
     def _require_unlabelled(self) -> None:
         if self.label_names:
@@ -78,7 +102,15 @@ class _Metric:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             samples = [[list(key), value] for key, value in self._values.items()]
-        return {"type": self.kind, "help": self.help, "labels": list(self.label_names), "samples": samples}
+        result: dict[str, Any] = {
+            "type": self.kind,
+            "help": self.help,
+            "labels": list(self.label_names),
+            "samples": samples,
+        }
+        if self.dropped:
+            result["dropped"] = self.dropped  # updates refused past MAX_SERIES
+        return result
 
 
 class Counter(_Metric):

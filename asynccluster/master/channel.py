@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import struct
 from collections.abc import Callable
@@ -31,12 +32,20 @@ MAX_FRAME = 16 << 20  # a heartbeat is a few KiB; anything near this is a bug
 READ_SIZE = 256 << 10
 
 
+logger = logging.getLogger("asynccluster.channel")
+
+
 class ChannelError(Exception):
-    """The peer sent something that is not a frame of ours."""
+    """The peer sent something that is not a frame of ours (or we were about to)."""
 
 
 def encode(message: Message) -> bytes:
+    """One frame; ChannelError if it would exceed MAX_FRAME (the peer would drop the channel)."""
     body = json.dumps(message, separators=(",", ":"), default=str).encode()
+    if len(body) > MAX_FRAME:
+        raise ChannelError(
+            f"a {message.get('type')!r} message of {len(body)} bytes exceeds the {MAX_FRAME}-byte frame limit"
+        )
     return HEADER.pack(len(body)) + body
 
 
@@ -107,8 +116,14 @@ class Channel:
         """Queue ``message``; False if the channel is already closed."""
         if self._closed:
             return False
+        try:
+            frame = encode(message)
+        except ChannelError as exc:
+            # Never silently (issue 9): the message is dropped, the channel stays up.
+            logger.error("not sent: %s", exc)
+            return False
         was_empty = not self._outgoing
-        self._outgoing += encode(message)
+        self._outgoing += frame
         if was_empty:
             self._flush()
         return not self._closed
@@ -159,7 +174,9 @@ class Channel:
             return False
         try:
             messages = self._decoder.feed(data)
-        except ChannelError:
+        except ChannelError as exc:
+            # The stream cannot be resynchronised: close it, but say why (issue 9).
+            logger.error("channel closed: the peer sent a bad frame: %s", exc)
             self._lost()
             return False
         for message in messages:

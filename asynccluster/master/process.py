@@ -31,6 +31,7 @@ class SpawnRequest:
     sock: socket.socket | None  # None only with fake spawners
     heartbeat_interval: float = 1.0  # Timing.heartbeat_interval: the worker sends at this pace
     shutdown_budget: float = 30.0  # policy.shutdown_budget: lifespan shutdown after the drain
+    max_requests: int = 0  # this incarnation's --max-requests with jitter: the worker asks at exactly N
 
 
 class WorkerProcess(Protocol):

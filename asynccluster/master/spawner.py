@@ -48,6 +48,7 @@ class WorkerArgs:
     master_pid: int
     heartbeat_interval: float  # from the master's Timing: one source for both ends
     shutdown_budget: float  # lifespan shutdown's own time after the drain (policy.shutdown_budget)
+    max_requests: int = 0  # ask for a replacement after exactly this many responses (0: never)
 
 
 class MultiprocessingSpawner:
@@ -72,6 +73,7 @@ class MultiprocessingSpawner:
             os.getpid(),
             request.heartbeat_interval,
             request.shutdown_budget,
+            request.max_requests,
         )
         process = self._context.Process(
             target=worker_entry, args=(args,), name=f"asynccluster-worker-{request.slot}", daemon=False

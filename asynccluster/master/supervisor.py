@@ -192,6 +192,7 @@ class Supervisor:
             sock,
             heartbeat_interval=self.timing.heartbeat_interval,
             shutdown_budget=shutdown_budget(self.config, self.timing),
+            max_requests=handle.max_requests,
         )
         self.handles.add(handle)
         try:
@@ -253,6 +254,11 @@ class Supervisor:
         elif kind == "online":
             handle.phase = "importing the app"
             self.emit("online", handle)
+        elif kind == "recycle":
+            # The worker reached --max-requests or --max-memory itself (issue 9/11: exact,
+            # not once per heartbeat); the heartbeat check below stays as the fallback.
+            if handle.state == READY and not handle.retire_reason:
+                self._maybe_recycle(handle, str(message.get("reason") or "requested by the worker"))
         elif kind == "phase":
             handle.phase = str(message.get("phase", ""))
         elif kind == "stopping":
@@ -352,8 +358,8 @@ class Supervisor:
         if handle.state == READY and not handle.retire_reason:
             self._maybe_recycle(handle)
 
-    def _maybe_recycle(self, handle: WorkerHandle) -> None:
-        reason = recycle_reason(handle, self.config, self.clock())
+    def _maybe_recycle(self, handle: WorkerHandle, reason: str | None = None) -> None:
+        reason = reason or recycle_reason(handle, self.config, self.clock())
         if reason is None or self.stopping or self.state != "running" or self.op_lock.locked():
             return
         slot = self.slots.get(handle.slot)

@@ -8,6 +8,7 @@ of every worker (issue 5: one scrape sees the whole cluster). No locks: one even
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 # Upper bounds of the latency histogram, in seconds (Prometheus-style fixed buckets, so the
@@ -19,7 +20,16 @@ _FIRST_BUCKET = LATENCY_BUCKETS[0]
 
 
 class WorkerStats:
-    __slots__ = ("connections", "in_flight", "latency_counts", "latency_sum", "requests", "status_counts")
+    __slots__ = (
+        "connections",
+        "in_flight",
+        "latency_counts",
+        "latency_sum",
+        "on_limit",
+        "request_limit",
+        "requests",
+        "status_counts",
+    )
 
     def __init__(self) -> None:
         self.requests = 0  # responses completed
@@ -29,10 +39,16 @@ class WorkerStats:
         # One slot per bucket plus +Inf; non-cumulative here, cumulative in the exposition.
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
+        # --max-requests, checked by the worker itself at exactly N (issue 9/11): on_limit()
+        # is called once, when the N-th response completes.
+        self.request_limit = 0
+        self.on_limit: Callable[[], None] | None = None
 
     def record_response(self, status: int, seconds: float) -> None:
         """One finished response: its status and the time from request head to last byte."""
         self.requests += 1
+        if self.requests == self.request_limit and self.on_limit is not None:
+            self.on_limit()
         counts = self.status_counts
         if status in counts:
             counts[status] += 1

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("asynccluster.worker")
 
 ORPHAN_DRAIN_TIMEOUT = 1.0  # the master is gone: nobody waits for us, finish quickly
+MEMORY_CHECK_INTERVAL = 0.1  # seconds between two RSS reads with --max-memory (one /proc read)
 ORPHAN_EXIT_MARGIN = 0.5  # then lifespan shutdown; past that, exit hard (issue 3: no orphans)
 PR_SET_PDEATHSIG = 1
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -57,7 +58,11 @@ def worker_entry(args: WorkerArgs) -> None:
     """The multiprocessing target: never returns; exits with the worker's exit code."""
     set_up_process(args)
     code = run_worker(args)
-    sys.stdout.flush()
+    if sys.stdout is not None:  # None when the master was started with stdout closed (issue 9)
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing left to say there
+            pass
     sys.exit(code)
 
 
@@ -229,7 +234,9 @@ class WorkerRuntime:
         self.send({"type": "ready", "pid": os.getpid()})
         self.send_heartbeat(0.0)
         heartbeat = self.loop.create_task(self.heartbeat())
+        limits = self.watch_limits()
         timeout, reason = await self.stop_future
+        limits.cancel()
         self.send({"type": "stopping", "reason": reason, "draining": True})
         drain = self.loop.create_task(server.drain(timeout))
         await asyncio.sleep(0)  # drain() closes the listeners in its first step: say so after it
@@ -248,6 +255,33 @@ class WorkerRuntime:
         self.send({"type": "stopping", "reason": reason})
         self.close_channel()
         return code
+
+    # -- recycling limits, checked here (issue 9 item 7, issue 11), not once per heartbeat
+
+    def watch_limits(self) -> asyncio.Task[None]:
+        """--max-requests at exactly N (a hook in WorkerStats), --max-memory every 100 ms."""
+        assert self.stats is not None
+        if self.args.max_requests > 0:
+            limit = self.args.max_requests
+            self.stats.request_limit = limit
+            self.stats.on_limit = lambda: self.ask_recycle(f"max-requests: served {limit} requests (limit {limit})")
+        return self.loop.create_task(self.watch_memory(self.config.max_memory))
+
+    async def watch_memory(self, limit: int) -> None:
+        if limit <= 0:
+            return
+        while True:
+            await asyncio.sleep(MEMORY_CHECK_INTERVAL)
+            rss = rss_bytes()
+            if rss > limit:
+                self.ask_recycle(f"max-memory: RSS {rss / 2**20:.1f} MiB > {limit / 2**20:.1f} MiB")
+                return
+
+    def ask_recycle(self, reason: str) -> None:
+        """Ask the master for a replacement, once: it starts one, then drains us (readiness-gated)."""
+        if self.stats is not None:
+            self.stats.on_limit = None
+        self.send({"type": "recycle", "reason": reason})
 
     # -- the channel
 
@@ -316,14 +350,17 @@ class WorkerRuntime:
         except Exception:  # an app's metric must never stop the heartbeat
             logger.exception("asynccluster.metrics.snapshot() failed")
             metrics = None
-        self.send(
-            {
-                "type": "heartbeat",
-                "stats": self.stats.snapshot() if self.stats is not None else {},
-                "loop_lag": round(lag, 6),
-                "rss": rss_bytes(),
-                "cpu": cpu_seconds(),
-                "app_metrics": metrics,
-                "time": time.time(),
-            }
-        )
+        message = {
+            "type": "heartbeat",
+            "stats": self.stats.snapshot() if self.stats is not None else {},
+            "loop_lag": round(lag, 6),
+            "rss": rss_bytes(),
+            "cpu": cpu_seconds(),
+            "app_metrics": metrics,
+            "time": time.time(),
+        }
+        if self.channel is not None and not self.channel.send(message) and not self.channel.closed:
+            # Too large for a frame (the channel logged it): the heartbeat still goes, without
+            # the app's metrics, so the worker is not taken for hung (issue 9).
+            message["app_metrics"] = None
+            self.channel.send(message)

@@ -111,3 +111,60 @@ async def test_connections_refuse_when_every_one_is_busy() -> None:
 async def _until(predicate: Any) -> None:
     while not predicate():
         await asyncio.sleep(0.01)
+
+
+def test_a_metric_keeps_at_most_max_series_and_warns_once(caplog: Any) -> None:
+    from asynccluster import metrics
+
+    metrics.clear()
+    try:
+        by_path = metrics.counter("bomb_requests", labels=("path",))
+        for index in range(metrics.MAX_SERIES + 500):
+            by_path.labels(path=f"/item/{index}").inc()
+        by_path.labels(path="/item/0").inc()  # an existing series still counts
+        snapshot = metrics.snapshot()["bomb_requests"]
+    finally:
+        metrics.clear()
+    assert len(snapshot["samples"]) == metrics.MAX_SERIES and snapshot["dropped"] == 500
+    assert [["/item/0"], 2.0] in snapshot["samples"]
+    warnings = [r.getMessage() for r in caplog.records if "bomb_requests" in r.getMessage()]
+    assert len(warnings) == 1 and "1000 series" in warnings[0]
+
+
+async def test_an_oversized_message_is_refused_and_logged_and_the_channel_stays_up(caplog: Any) -> None:
+    import socket as socketlib
+
+    from asynccluster.master import channel
+
+    loop = asyncio.get_running_loop()
+    left, right = socketlib.socketpair()
+    received: list[dict[str, Any]] = []
+    got = asyncio.Event()
+    sender = channel.Channel(loop, left, lambda m: None, lambda: None)
+    receiver = channel.Channel(loop, right, lambda m: (received.append(m), got.set()), lambda: None)
+    try:
+        assert sender.send({"type": "heartbeat", "blob": "x" * (channel.MAX_FRAME + 1)}) is False
+        assert sender.send({"type": "heartbeat"}) is True
+        await asyncio.wait_for(got.wait(), 10)
+        assert received == [{"type": "heartbeat"}] and not sender.closed
+        assert any("exceeds the" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_the_receiving_side_logs_why_it_drops_a_channel(caplog: Any) -> None:
+    from asynccluster.master import channel
+
+    closed: list[bool] = []
+    left, right = __import__("socket").socketpair()
+    loop = asyncio.new_event_loop()
+    try:
+        receiver = channel.Channel(loop, right, lambda m: None, lambda: closed.append(True))
+        left.sendall(channel.HEADER.pack(channel.MAX_FRAME + 1))
+        receiver.drain()
+    finally:
+        left.close()
+        loop.close()
+    assert closed == [True]
+    assert any("bad frame" in r.getMessage() and "exceeds the limit" in r.getMessage() for r in caplog.records)
