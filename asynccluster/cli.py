@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from asynccluster import __version__, exitcodes
+from asynccluster.cli_flags import advice
 from asynccluster.config import (
     Config,
     ConfigError,
@@ -34,6 +35,33 @@ GROUP_TITLES = {
     "logging": "logging",
     "control": "control socket and metrics",
 }
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that never guesses: no prefix matching (issue 8 item 9).
+
+    With argparse's default, ``--reload`` would be read as ``--reload-batch`` and ``--header``
+    as ``--header-timeout``. Subcommand parsers are made with this class too (argparse uses
+    the parent's class), so the rule holds everywhere.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, Parser] = {}  # subcommand name -> its parser
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        action = super().add_subparsers(**kwargs)
+        self.commands = action.choices  # filled in as subcommands are added
+        return action
+
+    def command_parser(self, args: argparse.Namespace) -> Parser:
+        """The parser of the subcommand ``args`` chose (this one if none)."""
+        return self.commands.get(getattr(args, "command", None) or "", self)
+
+    def option_strings(self) -> set[str]:
+        """Every flag this parser knows (help-suppressed ones included)."""
+        return {flag for action in self._actions for flag in action.option_strings}
 
 
 def add_setting_arguments(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
@@ -86,8 +114,8 @@ def _show_default(value: Any) -> str:
     return str(value) if value != "" else "(none)"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="asynccluster",
         description="Run an ASGI app on a cluster of worker processes, and manage running clusters.",
     )
@@ -152,9 +180,18 @@ def command_run(args: argparse.Namespace) -> int:
     return run_cluster(config)
 
 
+def parse_args(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an unknown argument is an error (exit 2) that says what to use instead."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = parser.command_parser(args)
+        command.error(advice(unknown[0], command.option_strings()))
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return exitcodes.USAGE

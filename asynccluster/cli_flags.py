@@ -1,0 +1,122 @@
+"""What to say about a command-line flag we do not have (issue 8 item 9).
+
+argparse would either guess (prefix matching: ``--reload`` read as ``--reload-batch``) or
+answer a bare "unrecognized arguments". The CLI turns prefix matching off and asks
+:func:`advice` instead: uvicorn's and gunicorn's flags get what to use here (or "not supported
+yet"), from one table; anything else gets the closest flags we do have.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Collection
+
+_RELOAD = (
+    "reloading on code changes is not supported yet: `asynccluster reload NAME` (or SIGHUP to the "
+    "master) restarts every worker with the new code, without dropping a request"
+)
+_TLS = "TLS is not supported yet: terminate it in a proxy in front (nginx, Caddy, HAProxy)"
+_WEBSOCKET = "not supported yet: the built-in WebSocket server has fixed limits (see README)"
+_BIND = "use --host HOST --port PORT (or --uds PATH, --fd N)"
+_LOG_FILE = "use --log-file FILE (the access log goes to the same log; --no-access-log turns it off)"
+_USER = "not supported: start asynccluster as that user (e.g. systemd's User=/Group=)"
+
+# uvicorn's and gunicorn's flags we do not have, with what to do instead. A flag that becomes
+# a real setting must leave this table (tests/test_cli_flags.py checks that none overlaps).
+FOREIGN_FLAGS: dict[str, str] = {
+    # uvicorn
+    "--reload": _RELOAD,
+    "--reload-dir": _RELOAD,
+    "--reload-include": _RELOAD,
+    "--reload-exclude": _RELOAD,
+    "--reload-delay": _RELOAD,
+    "--ssl-keyfile": _TLS,
+    "--ssl-certfile": _TLS,
+    "--ssl-keyfile-password": _TLS,
+    "--ssl-version": _TLS,
+    "--ssl-cert-reqs": _TLS,
+    "--ssl-ca-certs": _TLS,
+    "--ssl-ciphers": _TLS,
+    "--http": "not needed: the HTTP/1.1 server is built in (httptools)",
+    "--ws": "not needed: the WebSocket server is built in",
+    "--ws-max-size": _WEBSOCKET,
+    "--ws-max-queue": _WEBSOCKET,
+    "--ws-ping-interval": _WEBSOCKET,
+    "--ws-ping-timeout": _WEBSOCKET,
+    "--ws-per-message-deflate": _WEBSOCKET,
+    "--interface": "not needed: ASGI 3 and ASGI 2 apps are told apart automatically (WSGI is not supported)",
+    "--env-file": "not supported yet: set the variables in the environment, or put settings in --config FILE",
+    "--log-config": "not supported yet: use --log-level, --log-format text|json and --log-file",
+    "--use-colors": "not supported: log lines are never colored",
+    "--no-use-colors": "not needed: log lines are never colored",
+    "--header": "not supported yet (extra default response headers); set them in the app",
+    "--limit-max-requests": "use --max-requests N (per worker; the worker is replaced without downtime)",
+    "--limit-max-requests-jitter": "use --max-requests-jitter N",
+    "--timeout-graceful-shutdown": "use --graceful-timeout SECONDS",
+    "--timeout-worker-healthcheck": "use --timeout SECONDS (heartbeat deadline of a worker)",
+    "--h11-max-incomplete-event-size": "use --limit-request-header-size BYTES",
+    # gunicorn
+    "-b": _BIND,
+    "--bind": _BIND,
+    "-w": "use --workers N (or --workers auto: one per CPU)",
+    "-k": "not needed: every worker runs asynccluster's own ASGI server",
+    "--worker-class": "not needed: every worker runs asynccluster's own ASGI server",
+    "--threads": "not supported: each worker is one asyncio event loop; use --workers",
+    "--worker-connections": "use --limit-concurrency N",
+    "-t": "use --timeout SECONDS",
+    "--keep-alive": "use --timeout-keep-alive SECONDS",
+    "--limit-request-field_size": "use --limit-request-header-size BYTES",
+    "--limit-request-field-size": "use --limit-request-header-size BYTES",
+    "--preload": "not supported: each worker imports the app itself, so a reload picks up new code",
+    "--preload-app": "not supported: each worker imports the app itself, so a reload picks up new code",
+    "-D": "not supported: run under a supervisor (systemd, with sd_notify; a container; supervisord)",
+    "--daemon": "not supported: run under a supervisor (systemd, with sd_notify; a container; supervisord)",
+    "-p": "not supported yet: `asynccluster ls` lists the running clusters",
+    "--pid": "not supported yet: `asynccluster ls` lists the running clusters",
+    "-u": _USER,
+    "--user": _USER,
+    "-g": _USER,
+    "--group": _USER,
+    "--umask": "not supported: set it in the environment that starts asynccluster",
+    "--chdir": "use --app-dir DIR (added to sys.path), or start from that directory",
+    "-e": "not supported: set environment variables before starting",
+    "--env": "not supported: set environment variables before starting",
+    "-c": "use --config FILE",
+    "-n": "use --name NAME",
+    "--access-logfile": _LOG_FILE,
+    "--error-logfile": _LOG_FILE,
+    "--access-logformat": "use --access-log-format FORMAT",
+    "--capture-output": "not needed: the workers' stdout and stderr are always captured into the log",
+    "--statsd-host": "not supported: metrics are served for Prometheus at --admin HOST:PORT (/metrics)",
+    "--proxy-protocol": "not supported yet",
+    "--certfile": _TLS,
+    "--keyfile": _TLS,
+    "--ca-certs": _TLS,
+    "--check-config": "use --print-config",
+    "--worker-tmp-dir": "not needed: workers prove they are alive with heartbeats, not a temporary file",
+    "--reuse-port": "not needed: every worker slot has its own SO_REUSEPORT socket (see --listener)",
+    "--paste": "not supported: asynccluster runs ASGI apps",
+    # tiangolo/uvicorn-gunicorn images
+    "--workers-per-core": "use --workers auto (one per CPU) or --workers N",
+}
+
+
+def flag_of(arg: str) -> str:
+    """The flag an unrecognized argument names: ``--bind=x`` -> ``--bind``, ``-w4`` -> ``-w``."""
+    if arg.startswith("--"):
+        return arg.partition("=")[0]
+    return arg[:2]
+
+
+def advice(arg: str, known: Collection[str]) -> str:
+    """One line about an argument the parser did not recognize; ``known``: its real flags."""
+    flag = flag_of(arg)
+    hint = FOREIGN_FLAGS.get(flag)
+    if hint is not None and flag not in known:
+        return f"unknown option {flag}: {hint}"
+    if not arg.startswith("-") or arg == "-":
+        return f"unexpected argument {arg!r}"
+    close = difflib.get_close_matches(flag, [name for name in known if name.startswith("--")], n=2, cutoff=0.6)
+    if close:
+        return f"unknown option {flag}: did you mean {' or '.join(close)}?"
+    return f"unknown option {flag} (see --help)"
