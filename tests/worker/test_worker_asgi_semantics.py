@@ -185,7 +185,7 @@ async def test_unread_body_past_the_discard_limit_closes_after_the_response(star
         pass  # the server closed while we wrote: what we expect
     try:
         rest = await asyncio.wait_for(reader.read(), 5)
-    except ConnectionResetError:
+    except (ConnectionResetError, BrokenPipeError):
         rest = b""  # closing with unread upload bytes queued makes the kernel send a reset
     writer.close()
     assert rest == b""  # closed after the response, nothing else written
