@@ -47,3 +47,59 @@ def test_errors_are_one_clear_message(app_dir: Path, spec: str, message: str) ->
         load_app(spec, app_dir=str(app_dir))
     assert message in str(info.value)
     assert "Traceback" not in str(info.value)
+
+
+# ---------------------------------------------------------------- app factories (issue 8 item 8)
+
+
+def test_a_factory_without_the_flag_is_called_with_a_warning() -> None:
+    from tests.apps import factory
+
+    warnings: list[str] = []
+    calls = len(factory.CALLS)
+    app = load_app("tests.apps.factory:create_app", warn=warnings.append)
+    assert type(app).__name__ == "Starlette"
+    assert len(factory.CALLS) == calls + 1  # called exactly once
+    (warning,) = warnings
+    assert "'tests.apps.factory:create_app' is an app factory" in warning and "--factory" in warning
+
+
+def test_a_factory_with_the_flag_gives_no_warning() -> None:
+    warnings: list[str] = []
+    app = load_app("tests.apps.factory:create_app", factory=True, warn=warnings.append)
+    assert type(app).__name__ == "Starlette" and warnings == []
+
+
+def test_a_class_with_a_no_argument_constructor_is_instantiated() -> None:
+    from tests.apps import factory
+
+    warnings: list[str] = []
+    assert isinstance(load_app("tests.apps.factory:App", warn=warnings.append), factory.App)
+    assert len(warnings) == 1
+
+
+def test_an_async_factory_is_refused_at_load() -> None:
+    with pytest.raises(AppImportError) as info:
+        load_app("tests.apps.factory:create_app_async")
+    assert "async function without parameters" in str(info.value)
+
+
+@pytest.mark.parametrize("spec", ["good_app_mod:app", "tests.apps.basic:app", "tests.apps.factory:create_app"])
+def test_apps_are_not_mistaken_for_factories(app_dir: Path, spec: str) -> None:
+    from asynccluster.importer import looks_like_factory
+
+    app = load_app(spec, app_dir=str(app_dir), warn=lambda _: None)
+    assert not looks_like_factory(app)  # the ASGI app itself: a coroutine function or app object
+
+
+def test_asgi2_apps_are_not_factories(app_dir: Path) -> None:
+    from asynccluster.importer import looks_like_factory
+
+    class Asgi2:
+        def __init__(self, scope: dict[str, object]) -> None:
+            self.scope = scope
+
+    def asgi2_function(scope: dict[str, object]) -> object:
+        return scope
+
+    assert not looks_like_factory(Asgi2) and not looks_like_factory(asgi2_function)

@@ -206,7 +206,10 @@ class WorkerRuntime:
         # even while the loop is blocked (a stuck request), so the hard deadline gets armed.
         signal.signal(signal.SIGTERM, self.on_sigterm)
         try:
-            app = load_app(self.config.app, factory=self.config.factory, app_dir=self.config.app_dir)
+            # A factory given without --factory is used with a warning (issue 8 item 8); one
+            # worker says so, not all of them.
+            warn = logger.warning if self.args.slot == 0 else logger.debug
+            app = load_app(self.config.app, factory=self.config.factory, app_dir=self.config.app_dir, warn=warn)
         except AppImportError as exc:
             return self.fail(str(exc), exitcodes.APP_IMPORT)
         return await self.serve(app)
