@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from asynccluster import exitcodes
 from tests.integration.conftest import ClusterProcess, get
 from tests.loadgen import run_load
 
@@ -120,3 +121,20 @@ def test_pid1_stops_on_sigterm_reaps_orphans_and_serves_without_failures(cluster
     for slot in (0, 1):
         assert cluster.count(rf"worker {slot} \(pid \d+, incarnation 1\) stopped: exit code 0") == 1, cluster.output
     assert cluster.count(r"received SIGTERM: stop") == 1
+    # Nothing forwarded twice: each worker was told to drain once (over its channel).
+    for slot in (0, 1):
+        assert cluster.count(rf"\[worker {slot} pid \d+\] draining") == 1, cluster.output
+
+
+def test_pid1_first_sigint_is_a_graceful_stop(cluster_factory: Any) -> None:
+    """Ctrl-C in ``docker run -it``: PID 1 has no default SIGINT action either."""
+    cluster = cluster_factory("tests.apps.orphans:app", "--workers", "1", prefix=UNSHARE)
+    cluster.wait_ready()
+    os.kill(namespace_init(cluster), signal.SIGINT)
+    assert cluster.wait_exit(DEADLINE) == 0, cluster.output_tail()
+    assert cluster.count(r"received SIGINT: stop") == 1
+
+
+def test_pid1_exits_with_the_documented_code_when_the_app_cannot_be_imported(cluster_factory: Any) -> None:
+    cluster = cluster_factory("tests.apps.no_such_module:app", "--workers", "1", prefix=UNSHARE)
+    assert cluster.wait_exit(DEADLINE) == exitcodes.APP_IMPORT, cluster.output_tail()
