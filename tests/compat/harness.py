@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -125,6 +126,23 @@ class Server:
             head = Reply.of(response, body=False)
         return Reply(head.status, head.headers, "\n".join(events).encode())
 
+    def raw(self, request: bytes, *, after_interim: bytes | None = None) -> list[Reply]:
+        """Send raw bytes on a fresh connection that the server closes after answering; the responses.
+
+        ``after_interim``: sent once a 1xx response has arrived (``Expect: 100-continue``).
+        Responses must be Content-Length framed (these tests' apps are); interim ones included.
+        """
+        received = b""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=REQUEST_TIMEOUT) as connection:
+            connection.sendall(request)
+            if after_interim is not None:
+                while b"\r\n\r\n" not in received:
+                    received += recv_some(connection)
+                connection.sendall(after_interim)
+            while chunk := recv_some(connection):
+                received += chunk
+        return parse_responses(received)
+
     def stop(self) -> None:
         """SIGTERM by pid, wait; whatever is left of its process group is killed."""
         self.client.close()
@@ -187,12 +205,38 @@ def assert_same(what: str, ours: Reply, theirs: Reply, on_purpose: tuple[OnPurpo
     assert mine == uvicorn, f"{what} differs\n  asynccluster: {mine!r}\n  uvicorn:      {uvicorn!r}"
 
 
-def wait_until(check: Callable[[], T | None], what: str, timeout: float = REQUEST_TIMEOUT) -> T:
-    """Poll ``check`` until it returns something other than None (or falsy); fails after ``timeout`` s."""
+def recv_some(connection: socket.socket) -> bytes:
+    """Up to 64 KiB; b"" when the server closed. A silent server fails after REQUEST_TIMEOUT (socket timeout)."""
+    return connection.recv(65536)
+
+
+def parse_responses(data: bytes) -> list[Reply]:
+    """Content-Length framed HTTP/1.x responses (1xx without a body), as Replies without date/server."""
+    replies: list[Reply] = []
+    while data:
+        head, separator, data = data.partition(b"\r\n\r\n")
+        assert separator, f"incomplete response head: {head!r}"
+        status_line, *fields = head.decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
+        headers: dict[str, list[str]] = {}
+        for line in fields:
+            name, _, value = line.partition(":")
+            if name.lower() not in NOT_COMPARED:
+                headers.setdefault(name.lower(), []).append(value.strip())
+        length = 0 if status < 200 else int(headers.get("content-length", ["0"])[0])
+        replies.append(Reply(status, headers, data[:length]))
+        data = data[length:]
+    return replies
+
+
+def wait_until(
+    probe: Callable[[], T], what: str, *, done: Callable[[T], bool] = bool, timeout: float = REQUEST_TIMEOUT
+) -> T:
+    """Call ``probe`` until ``done(result)`` (default: truthy); that result. Fails after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
-        result = check()
-        if result:
+        result = probe()
+        if done(result):
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout} s (last: {result!r})")

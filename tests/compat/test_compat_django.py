@@ -76,3 +76,14 @@ def test_admin_login_page(pair: Pair) -> None:
     assert reply.header("set-cookie") is not None and "csrftoken=TOKEN;" in (reply.header("set-cookie") or "")
     redirect = pair.same("GET", "/admin/", follow_redirects=False)
     assert (redirect.status, redirect.header("location")) == (302, "/admin/login/?next=/admin/")
+
+
+def test_async_streaming_response(pair: Pair) -> None:
+    reply = pair.same("GET", "/stream/")
+    assert (reply.status, reply.body) == (200, b"".join(f"line {n}\n".encode() for n in range(5)))
+    assert reply.header("transfer-encoding") == "chunked"
+
+
+def test_head_request(pair: Pair) -> None:
+    reply = pair.same("HEAD", "/async/")
+    assert (reply.status, reply.body) == (200, b"")

@@ -77,10 +77,9 @@ def disconnect_while_receiving(server: Server, record_id: str) -> dict[str, Any]
         waiting = wait_until(lambda: json.loads(server.request("GET", f"/record/{record_id}").body), "waiting")
         assert waiting == {"body_size": 5000, "waiting": True, "seen": []}, server.name
     return wait_until(
-        lambda: (lambda r: r if not r["waiting"] else None)(
-            json.loads(server.request("GET", f"/record/{record_id}").body)
-        ),
+        lambda: json.loads(server.request("GET", f"/record/{record_id}").body),
         f"{server.name}: the app saw the disconnect",
+        done=lambda record: not record["waiting"],
     )
 
 
@@ -94,3 +93,29 @@ def test_unread_body_does_not_wedge_the_connection(pair: Pair) -> None:
     reply = pair.same("POST", "/ignore-body", content=b"z" * 70_000)
     assert json.loads(reply.body) == {"ignored": True}
     assert pair.same("GET", "/after").status == 200
+
+
+def test_unread_large_body_then_the_next_request(pair: Pair) -> None:
+    """2 MB the app never reads (past any discard bound): answered, and the client's next request too."""
+    reply = pair.same("POST", "/ignore-body", content=b"z" * 2_000_000)
+    assert json.loads(reply.body) == {"ignored": True}
+    assert pair.same("GET", "/after-large").status == 200
+
+
+def test_http_1_0_request(pair: Pair) -> None:
+    """HTTP/1.0 without keep-alive: answered as HTTP/1.1 (RFC 9110 §6.2), then closed (RFC 9112 §9.3)."""
+    ours, theirs = pair.each(lambda server: server.raw(b"GET /one-oh HTTP/1.0\r\n\r\n"))
+    assert ours == theirs
+    assert [(reply.status, reply.header("connection")) for reply in ours] == [(200, "close")]
+
+
+def test_expect_100_continue(pair: Pair) -> None:
+    """The interim 100 is sent when the app reads the body (RFC 9110 §10.1.1), then the final response."""
+    head = (
+        b"POST /after-body/c1 HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 5\r\nConnection: close\r\n\r\n"
+    )
+    ours, theirs = pair.each(lambda server: server.raw(head, after_interim=b"hello"))
+    assert ours == theirs
+    assert [reply.status for reply in ours] == [100, 200]
+    assert json.loads(ours[1].body) == {"body_size": 5, "early": None}

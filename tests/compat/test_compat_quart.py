@@ -1,4 +1,4 @@
-"""Quart under asynccluster and under uvicorn: a route, JSON, a POST body (issue 8).
+"""Quart under asynccluster and under uvicorn: a route, JSON, a POST body, a WebSocket (issue 8: Quart pinned the CPU).
 
 App: tests/compat/apps/quart_app.py.
 """
@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
-from tests.compat.harness import Pair, server_pair
+from tests.compat.harness import REQUEST_TIMEOUT, Pair, Server, server_pair
 
 pytestmark = pytest.mark.compat
 pair = server_pair("tests.compat.apps.quart_app:app")
@@ -40,3 +42,21 @@ def test_post_json(pair: Pair) -> None:
 def test_not_found_and_method_not_allowed(pair: Pair) -> None:
     assert pair.same("GET", "/nowhere").status == 404
     assert pair.same("GET", "/echo").status == 405
+
+
+def websocket_session(server: Server) -> tuple[list[str], tuple[int, str] | None]:
+    with connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=REQUEST_TIMEOUT, close_timeout=REQUEST_TIMEOUT) as ws:
+        echoed = []
+        for text in ("one", "two"):
+            ws.send(text)
+            echoed.append(str(ws.recv(timeout=REQUEST_TIMEOUT)))
+        ws.send("bye")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=REQUEST_TIMEOUT)
+    received = closed.value.rcvd
+    return echoed, (received.code, received.reason) if received else None
+
+
+def test_websocket_echo(pair: Pair) -> None:
+    ours, theirs = pair.each(websocket_session)
+    assert ours == theirs == (["echo: one", "echo: two"], (1000, "done"))

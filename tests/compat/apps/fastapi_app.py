@@ -134,6 +134,11 @@ async def echo(websocket: WebSocket) -> None:
         pass
 
 
+@app.websocket("/ws-refused")
+async def refused(websocket: WebSocket) -> None:
+    await websocket.close(code=1008)  # before accept: the handshake is refused with an HTTP 403
+
+
 @app.get("/state")
 async def state(request: Request) -> dict[str, str]:
     return {"greeting": request.state.greeting}

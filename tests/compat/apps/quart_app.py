@@ -1,10 +1,10 @@
-"""A Quart app: a route, JSON, a POST body (tests/compat/test_compat_quart.py; issue 8: Quart pinned the CPU)."""
+"""A Quart app: a route, JSON, a POST body, a WebSocket echo (tests/compat/test_compat_quart.py; issue 8)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from quart import Quart, request
+from quart import Quart, request, websocket
 
 app = Quart(__name__)
 
@@ -28,3 +28,13 @@ async def echo() -> dict[str, Any]:
 @app.route("/json-echo", methods=["POST"])
 async def json_echo() -> dict[str, Any]:
     return {"got": await request.get_json()}
+
+
+@app.websocket("/ws")
+async def echo_ws() -> None:
+    while True:
+        text = await websocket.receive()
+        if text == "bye":
+            await websocket.close(1000, "done")
+            return
+        await websocket.send(f"echo: {text}")
