@@ -31,6 +31,7 @@ from typing import Any, cast
 from asynccluster.http.errors import ProtocolError
 from asynccluster.http.parser import RequestHead, RequestParser
 from asynccluster.http.response import ResponseWriter
+from asynccluster.worker.compat import EAGER_TASKS
 from asynccluster.worker.connection_control import (
     DRAIN_IDLE,
     DRAIN_IDLE_SECONDS,
@@ -337,8 +338,12 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
             else:
                 self.timer = NONE  # the rest of the unread body is still arriving (and dropped)
         if self.out is None:
-            if pipeline:
+            if pipeline and EAGER_TASKS:
+                # Called from inside the finished app's Task: start the next one from a loop
+                # callback, so an eagerly started app never runs nested in another's frame.
                 self.state.loop.call_soon(self._run_pipeline_later)
+            elif pipeline:
+                self._run_pipeline()  # before 3.12 this only schedules the next app's Task
             elif self.error_status:
                 self._run_pipeline_later()
 
