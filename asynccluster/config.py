@@ -239,8 +239,9 @@ class Config:
     log_format: str = setting("text", "Log line format.", parse=choice("text", "json"), group="logging")
     access_log: bool = setting(True, "Log one line per request.", parse=parse_bool, group="logging")
     access_log_format: str = setting(
-        '%(client)s - "%(method)s %(path)s HTTP/%(http_version)s" %(status)d %(bytes)d %(duration_ms).1fms',
-        "Access log line; fields: client, method, path, query, http_version, status, bytes, duration_ms, worker.",
+        '%(client)s - "%(method)s %(full_path)s HTTP/%(http_version)s" %(status)d %(bytes)d %(duration_ms).1fms',
+        "Access log line; fields: client, method, full_path (path?query), path, query, http_version, status, "
+        "bytes, duration_ms, worker. Path and query are percent-quoted.",
         parse=parse_access_log_format,
         group="logging",
     )

@@ -109,6 +109,7 @@ def parse_host_port(text: str) -> str:
 ACCESS_LOG_SAMPLE: dict[str, Any] = {
     "client": "127.0.0.1:1",
     "method": "GET",
+    "full_path": "/",
     "path": "/",
     "query": "",
     "http_version": "1.1",

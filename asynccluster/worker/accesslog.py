@@ -5,13 +5,21 @@ config.py's help as well):
 
     client        "host:port" of the client (after trusted proxy headers), or "-"
     method        request method
-    path          percent-decoded path (root_path included)
-    query         the raw query string, decoded as latin-1 ("" if none)
+    full_path     path, then "?" and query if there is one (what uvicorn logs)
+    path          the path (root_path included), percent-quoted
+    query         the query string, percent-quoted ("" if none)
     http_version  "1.1" or "1.0"
     status        response status (int)
     bytes         response body bytes sent (int)
     duration_ms   request head to last response byte, in milliseconds (float)
     worker        the worker id, or "-" outside a cluster
+
+A log line cannot be forged (issue 8 item 7): path and query are written percent-quoted
+(UTF-8), keeping only the characters of RFC 3986 paths and queries that need no quoting, so
+'"', spaces, control characters and line separators (U+0085, U+2028, ...) from a request
+can neither close the quoted request field nor start a new line, in text or JSON. The path
+is the decoded ``scope["path"]`` quoted again (as uvicorn does), so what an app routes on is
+what the log shows; method (an HTTP token), client (an IP address) and version need nothing.
 
 Cost: when ``--no-access-log`` is given the protocol holds ``None`` instead of an
 :class:`AccessLog` and pays one attribute test per request. When on, in a worker process
@@ -26,8 +34,10 @@ elsewhere (tests, an embedding program's own logging), records are logged as usu
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from asynccluster.config import Config
 from asynccluster.logs import line_writer
@@ -38,6 +48,24 @@ DEFAULT_FORMAT: str = Config.access_log_format  # declared once, in Config
 _SAMPLE = ACCESS_LOG_SAMPLE
 
 logger = logging.getLogger("asynccluster.worker")
+
+# RFC 3986 §3.3 pchar and "/" (and for the query §3.4 "?" and "%": its escapes are kept as
+# sent); anything else in a path or query is percent-quoted before it reaches the log.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+_QUERY_SAFE = _PATH_SAFE + "?%"
+_PATH_UNSAFE = re.compile(r"[^A-Za-z0-9/:@!$&'()*+,;=\-._~]")
+_QUERY_UNSAFE = re.compile(r"[^A-Za-z0-9/:@!$&'()*+,;=\-._~?%]")
+
+
+def quoted_path(path: str) -> str:
+    """``path`` percent-quoted for the log (UTF-8); unchanged when it needs nothing (usual)."""
+    return quote(path, safe=_PATH_SAFE) if _PATH_UNSAFE.search(path) else path
+
+
+def quoted_query(query: bytes) -> str:
+    """The raw query string percent-quoted for the log; its own %XX escapes are kept."""
+    text = query.decode("latin-1")
+    return quote(text, safe=_QUERY_SAFE, encoding="latin-1") if _QUERY_UNSAFE.search(text) else text
 
 
 class AccessLog:
@@ -60,11 +88,15 @@ class AccessLog:
         if not access.isEnabledFor(logging.INFO):
             return
         client = scope.get("client")
+        path = quoted_path(scope["path"])
+        query_string = scope["query_string"]
+        query = quoted_query(query_string) if query_string else ""
         fields = {
             "client": f"{client[0]}:{client[1]}" if client else "-",
             "method": scope["method"],
-            "path": scope["path"],
-            "query": scope["query_string"].decode("latin-1"),
+            "full_path": f"{path}?{query}" if query else path,
+            "path": path,
+            "query": query,
             "http_version": scope["http_version"],
             "status": status,
             "bytes": body_bytes,
