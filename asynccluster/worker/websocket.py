@@ -39,6 +39,7 @@ from asynccluster.worker.wsframes import (
     accept_key,
     close_payload,
     encode_frame,
+    sendable_close_code,
 )
 
 if TYPE_CHECKING:
@@ -132,9 +133,33 @@ class WebSocketSession(WriteFlowProtocol):
             if self.flow.write_paused:  # skip the coroutine when not paused: the common case
                 await self.flow.drain()
         elif kind == "websocket.close":
-            self._close(message.get("code") or 1000, message.get("reason") or "")
+            self._close(*self._app_close(message))
         else:
             raise RuntimeError(f"invalid ASGI message {kind!r} on an open WebSocket")
+
+    def _app_close(self, message: dict[str, Any]) -> tuple[int, str]:
+        """The (code, reason) to send for the app's ``websocket.close`` (issue 8 item 6).
+
+        A code that must never be sent (RFC 6455 §7.4: 1005, 1006, 1015 are for reporting,
+        1004 is reserved, 1016-2999 unassigned, below 1000 or above 4999 invalid) is refused
+        with one error in the log and replaced by 1011: the server hit an unexpected condition
+        (an app bug), which is 1011's meaning (§7.4.1); 1000 would tell the client all went
+        well. The reason is cut to fit the frame in close_payload.
+        """
+        code = message.get("code")
+        reason = message.get("reason") or ""
+        if not isinstance(reason, str):
+            raise RuntimeError(f"invalid ASGI message: websocket.close 'reason' must be a str, got {reason!r}")
+        if code is None:
+            return 1000, reason
+        if not sendable_close_code(code):
+            logger.error(
+                "the app closed a WebSocket with code %r, which must never be sent (RFC 6455 §7.4: "
+                "1000-1003, 1007-1014 or 3000-4999); closing with 1011 instead",
+                code,
+            )
+            return 1011, reason
+        return code, reason
 
     # ------------------------------------------------------------ handshake
 

@@ -13,8 +13,12 @@ GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 MAX_MESSAGE = 16 * 1024 * 1024  # bytes of one (reassembled) message; larger: close 1009
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-# Close codes a peer may send (RFC 6455 §7.4.1, §7.4.2): 1005/1006/1015 never go on the wire.
+# Close codes a peer may send (RFC 6455 §7.4.1, §7.4.2, and 1012-1014 from the IANA registry
+# §11.7 set up): 1005/1006/1015 never go on the wire, 1004 is reserved, 1016-2999 unassigned.
+# 3000-4999 are for libraries and applications (§7.4.2).
 VALID_CLOSE_CODES = {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+# A close frame's payload is at most 125 bytes (§5.5): the code's 2, and the reason's.
+MAX_CLOSE_REASON = 123
 
 
 class WebSocketError(Exception):
@@ -54,8 +58,21 @@ def encode_frame(opcode: int, payload: bytes) -> bytes:
     return header + payload
 
 
+def sendable_close_code(code: object) -> bool:
+    """May ``code`` go on the wire in a close frame (RFC 6455 §7.4)? ``code`` is what an app sent."""
+    if not isinstance(code, int) or isinstance(code, bool):
+        return False
+    return code in VALID_CLOSE_CODES or 3000 <= code <= 4999
+
+
 def close_payload(code: int, reason: str = "") -> bytes:
-    return code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
+    """Code and UTF-8 reason; a reason over 123 bytes is cut at a character boundary (§5.5:
+    control frames carry at most 125 bytes; §5.6/§7.1.6: the reason is valid UTF-8)."""
+    data = reason.encode("utf-8", "replace")  # a lone surrogate becomes "?", never an error
+    if len(data) > MAX_CLOSE_REASON:
+        # Decoding with "ignore" drops only the character the cut split (the rest is valid).
+        data = data[:MAX_CLOSE_REASON].decode("utf-8", "ignore").encode("utf-8")
+    return code.to_bytes(2, "big") + data
 
 
 def unmask(data: bytes, mask: bytes) -> bytes:
