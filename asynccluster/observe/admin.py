@@ -181,8 +181,9 @@ async def start_admin(supervisor: Any, config: Any) -> CloseFn:
     log.info("admin endpoint on http://%s/ (/metrics /livez /readyz /status)", address)
     dashboard = handler.dashboard = start_dashboard(supervisor, monitor, config.admin_token, host)
     # The fragment never reaches a server: the page reads the token from it and forgets the URL.
-    shown = "--admin-token" if config.admin_token else f"#token={dashboard.token}"
-    log.info("dashboard on http://%s/%s (actions need the admin token)", address, shown)
+    shown = "" if config.admin_token else f"#token={dashboard.token}"
+    log.info("dashboard on http://%s/%s (actions need the %s)", address, shown,
+             "--admin-token" if config.admin_token else "token in this link, generated at start")  # fmt: skip
 
     async def close() -> None:
         server.close()

@@ -5,7 +5,8 @@
   back / done, scale and recycle (with why). The last :data:`MAX_EVENTS` are kept.
 - :class:`LogRing`: a ``logging.Handler`` on the ``asynccluster`` logger of the master, so it
   holds what the master logs, including the lines it logs on behalf of a worker (exits,
-  readiness, dumped stacks: tagged ``worker N pid P``). The workers' own lines (the app's
+  readiness, dumped stacks: tagged ``worker N pid P``, or starting with the worker's name;
+  both are attributed to that worker's slot, for the page's filter). The workers' own lines (the app's
   logging, the access log) go from each worker straight to the shared stderr / log file and
   are not in it. The last :data:`MAX_LOGS` records are kept.
 
@@ -30,6 +31,8 @@ MAX_TEXT = 2000  # characters kept of one event text or log message
 MAX_STACKS = 64 * 1024  # characters of dumped stacks kept on one hang event
 STACKS_BURST = 5.0  # seconds: stacks of one pid arriving within this extend the same hang event
 _WORKER_TAG = re.compile(r"worker (\d+) pid (\d+)")
+# The master's own lines about one worker start with its name: "worker 2 (pid 1240, incarnation 3) ..."
+_WORKER_NAME = re.compile(r"(?:recycling )?worker (\d+) \(pid (\d+)")
 
 
 class Ring:
@@ -97,7 +100,9 @@ class EventRing(Ring):
             last = self.last()
             now = self._clock()
             if last is not None and last["kind"] == "hang" and last["pid"] == pid and now - last["time"] < STACKS_BURST:
-                last["stacks"] = (last.get("stacks", "") + text)[:MAX_STACKS]
+                before = last.get("stacks", "")
+                joint = "" if not before or before.endswith("\n") else "\n"  # pieces come line by line
+                last["stacks"] = (before + joint + text)[:MAX_STACKS]
                 return
             event = {"time": now, "kind": "hang", "slot": slot, "pid": pid,
                      "text": (reason or "stacks dumped")[:MAX_TEXT], "stacks": text[:MAX_STACKS]}  # fmt: skip
@@ -116,8 +121,8 @@ class LogRing(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             tag = str(getattr(record, "tag", "") or "")
-            match = _WORKER_TAG.search(tag)
             text = record.getMessage()
+            match = _WORKER_TAG.search(tag) or _WORKER_NAME.match(text)
             if record.exc_info and record.exc_info[1] is not None:
                 text += f"\n{type(record.exc_info[1]).__name__}: {record.exc_info[1]}"
             self.ring.append(
