@@ -66,6 +66,18 @@ _PAUSED = 3  # after a WebSocket handshake request: bytes are held, not parsed
 _DONE = 4  # failed or detached: input is ignored
 
 
+def _check_version_given(line: bytes | None, line_end: bytes) -> None:
+    """llhttp reports 0.9 for "HTTP/0.9" and for a line without a version (400, not 505).
+
+    The raw bytes tell them apart: ``line``, the read that began the request, or else
+    ``line_end``, the end of a request-line that came in pieces. A request pipelined behind
+    another in one read has neither (see :meth:`RequestParser.feed`): it counts as version-less.
+    """
+    end = scan_request_line(line, b"")[0] if line is not None else line_end
+    if not has_version(end):
+        raise no_version()
+
+
 class _Callbacks:
     """The object httptools calls back; its attributes are bound methods of the parser."""
 
@@ -442,13 +454,15 @@ class RequestParser:
         hp = self._hp
         raw_method = hp.get_method()
         url = self._url
+        # Set only for a head split across reads, which always comes here: used up at once.
+        line_end, self._line_end = self._line_end, b""
         checked = None if line is None else request_line_version(line, raw_method, url)
         version = checked
         if version is None:
             version = hp.get_http_version()  # a str.format() call: the raw bytes are cheaper
             if version != "1.1" and version != "1.0":
                 if version == "0.9":
-                    self._check_version_given(line)
+                    _check_version_given(line, line_end)
                 version = check_version(version)
         method = METHODS.get(raw_method)
         if method is None:
@@ -459,16 +473,6 @@ class RequestParser:
         if checked is not None and line is not None and len(url) <= _LINE_CACHEABLE:
             self._remember_line(line, raw_method, url, (method, target, version))
         return method, target, version
-
-    def _check_version_given(self, line: bytes | None) -> None:
-        """llhttp reports 0.9 for "HTTP/0.9" and for a line without a version (400, not 505).
-
-        The raw line tells them apart; a pipelined request's is not kept (see :meth:`feed`),
-        so without it the line counts as version-less.
-        """
-        end, self._line_end = (scan_request_line(line, b"")[0] if line is not None else self._line_end), b""
-        if not has_version(end):
-            raise no_version()
 
     def _remember_line(self, line: bytes, raw_method: bytes, url: bytes, parts: tuple[str, Any, str]) -> None:
         """Keep ``line``'s request-line if it is exactly "method SP target SP HTTP/1.x CRLF".

@@ -298,6 +298,15 @@ def test_invalid_requests(name: str, raw: bytes, status: int) -> None:
     assert ("complete",) not in events[-1:]
 
 
+@pytest.mark.parametrize(("second", "status"), [(b"GET /\nHost: a\n", 400), (b"GET / HTTP/2.0\nHost: a\n", 505)])
+def test_versionless_request_pipelined_behind_a_valid_one(second: bytes, status: int) -> None:
+    # However the reads fall (the first head split or not), the second request-line's missing
+    # version is a 400 and a well-formed unsupported one a 505, after the first is answered.
+    events, got = run_all_splits(GET + request(second))
+    assert got == status
+    assert [e[0] for e in events] == ["request", "complete"]
+
+
 def test_after_error_input_is_ignored() -> None:
     sink = Recorder()
     parser = RequestParser(sink)
