@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
-from asynccluster.observe.streams import Connections
+from asynccluster.observe.streams import ACCEPT_BACKLOG, Connections, connection_cap
 
 log = logging.getLogger("asynccluster.control")
 
@@ -369,10 +369,12 @@ async def start_control(supervisor: Any, config: Any) -> CloseFn:
         control_socket=str(path),
         log_file=os.path.abspath(config.log_file) if config.log_file else None,
     )
-    connections = Connections(MAX_CONNECTIONS, "control", REFUSAL)
+    connections = Connections(connection_cap(MAX_CONNECTIONS), "control", REFUSAL)
     handler = ControlServer(supervisor, monitor, name, connections)
     try:
-        server = await asyncio.start_unix_server(connections.track(handler.handle), sock=sock, limit=MAX_REQUEST)
+        server = await asyncio.start_unix_server(
+            connections.track(handler.handle), sock=sock, limit=MAX_REQUEST, backlog=ACCEPT_BACKLOG
+        )
     except BaseException:
         sock.close()
         unlink()

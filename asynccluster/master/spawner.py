@@ -30,6 +30,7 @@ from typing import Any
 
 from asynccluster.config import Config
 from asynccluster.master.channel import Channel
+from asynccluster.master.fdreserve import FdReserve
 from asynccluster.master.process import SpawnRequest, WorkerEvents, WorkerHandle
 
 _EXIT_RECHECK = 0.02  # the sentinel closed a hair before waitpid() can see the exit
@@ -55,8 +56,14 @@ class MultiprocessingSpawner:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._context = multiprocessing.get_context("spawn")
+        self._reserve = FdReserve()
 
     def spawn(self, request: SpawnRequest, handle: WorkerHandle, events: WorkerEvents) -> ProcessWorker:
+        """Start a worker with the descriptor reserve freed for it (fdreserve.py, issue 9)."""
+        with self._reserve.released():
+            return self._spawn(request, handle, events)
+
+    def _spawn(self, request: SpawnRequest, handle: WorkerHandle, events: WorkerEvents) -> ProcessWorker:
         from asynccluster.worker.main import worker_entry  # light module: no HTTP code at import
 
         if request.sock is None:

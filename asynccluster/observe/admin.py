@@ -26,7 +26,7 @@ from typing import Any
 from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
 from asynccluster.observe.dashboard import Dashboard, claims, start_dashboard
 from asynccluster.observe.prometheus import CONTENT_TYPE, is_ready, render
-from asynccluster.observe.streams import Connections
+from asynccluster.observe.streams import ACCEPT_BACKLOG, Connections, connection_cap
 from asynccluster.settingtypes import split_host_port
 
 log = logging.getLogger("asynccluster.admin")
@@ -167,10 +167,12 @@ async def start_admin(supervisor: Any, config: Any) -> CloseFn:
         raise OSError(errno.EINVAL, str(exc)) from None
     warn_if_exposed(host)
     monitor = acquire_monitor(supervisor)
-    connections = Connections(MAX_CONNECTIONS, "admin", REFUSAL)
+    connections = Connections(connection_cap(MAX_CONNECTIONS), "admin", REFUSAL)
     handler = AdminHandler(monitor, connections)
     try:
-        server = await asyncio.start_server(connections.track(handler.handle), host, port, limit=MAX_LINE)
+        server = await asyncio.start_server(
+            connections.track(handler.handle), host, port, limit=MAX_LINE, backlog=ACCEPT_BACKLOG
+        )
     except OSError as exc:
         await release_monitor(supervisor)
         raise OSError(exc.errno, f"cannot serve --admin on {format_address(host, port)}: {exc.strerror}") from None

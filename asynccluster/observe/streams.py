@@ -44,6 +44,25 @@ class Throttled:
         return True
 
 
+# Connections asyncio accepts per readiness event is the listen backlog: a small one keeps a
+# flood from taking dozens of descriptors at once before any handler runs (issue 9).
+ACCEPT_BACKLOG = 16
+
+
+def connection_cap(default: int) -> int:
+    """``default``, or an eighth of RLIMIT_NOFILE's soft limit if that is smaller (at least 4):
+    under a lowered limit the connections must still leave the master its descriptors."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return default
+    if soft == resource.RLIM_INFINITY:
+        return default
+    return max(4, min(default, soft // 8))
+
+
 class Connections:
     """The open connections of one stream server, at most ``limit`` of them (0: no limit).
 

@@ -158,3 +158,32 @@ def test_a_closed_stdout_still_stops_cleanly(cluster_factory: Any) -> None:
     assert request_ok(cluster.port)
     assert cluster.stop() == 0
     assert "exited with exit code 1" not in cluster.output
+
+
+def test_max_requests_is_asked_for_at_exactly_n(cluster_factory: Any) -> None:
+    """Issue 11: checked once per heartbeat, a recycle came requests after the limit."""
+    cluster = cluster_factory(APP, "--workers", "1", "--max-requests", "5", "--no-access-log")
+    cluster.wait_ready()
+    for _ in range(40):
+        assert request_ok(cluster.port)
+        if cluster.count(r"recycling worker 0"):
+            break
+    line = cluster.wait_for(r"recycling worker 0 .*max-requests: served (\d+) requests", timeout=10)
+    assert line.group(1) == "5"
+    cluster.wait_for(r"replaced worker 0 .*recycle", timeout=20)
+    assert cluster.stop() == 0
+
+
+def test_max_memory_is_checked_in_the_worker_with_a_bounded_overshoot(cluster_factory: Any) -> None:
+    """Issue 9 item 7: a leaking app reached 706 MB against its limit (checked once per heartbeat)."""
+    cluster = cluster_factory(APP, "--workers", "1", "--max-memory", "160M", "--no-access-log")
+    cluster.wait_ready()
+    for _ in range(30):  # 20 MiB per request, 0.15 s apart
+        assert get(cluster.port, "/leak?mb=20")[0] == 200
+        if cluster.count(r"recycling worker 0"):
+            break
+    line = cluster.wait_for(r"recycling worker 0 .*max-memory: RSS ([\d.]+) MiB > ([\d.]+) MiB", timeout=10)
+    overshoot = float(line.group(1)) - float(line.group(2))
+    assert 0 < overshoot <= 40, line.group(0)  # at most about one 20 MiB step past the limit
+    cluster.wait_for(r"replaced worker 0 .*recycle", timeout=20)
+    assert cluster.stop() == 0

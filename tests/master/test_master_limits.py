@@ -168,3 +168,39 @@ def test_the_receiving_side_logs_why_it_drops_a_channel(caplog: Any) -> None:
         loop.close()
     assert closed == [True]
     assert any("bad frame" in r.getMessage() and "exceeds the limit" in r.getMessage() for r in caplog.records)
+
+
+def test_the_fd_reserve_is_freed_for_a_spawn_and_taken_back() -> None:
+    from asynccluster.master.fdreserve import FdReserve
+
+    reserve = FdReserve(size=4)
+    try:
+        assert reserve.held == 4
+        with reserve.released():
+            assert reserve.held == 0
+        assert reserve.held == 4
+    finally:
+        reserve.release()
+
+
+def test_connection_caps_shrink_under_a_low_fd_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from asynccluster.observe.streams import connection_cap
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (256, 256))
+    assert connection_cap(64) == 32 and connection_cap(16) == 16
+    monkeypatch.setattr(resource, "getrlimit", lambda _which: (16, 16))
+    assert connection_cap(64) == 4
+
+
+def test_worker_stats_call_the_request_limit_at_exactly_n() -> None:
+    from asynccluster.observe.stats import WorkerStats
+
+    stats = WorkerStats()
+    calls: list[int] = []
+    stats.request_limit = 3
+    stats.on_limit = lambda: calls.append(stats.requests)
+    for _ in range(5):
+        stats.record_response(200, 0.001)
+    assert calls == [3]
