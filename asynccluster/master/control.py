@@ -304,6 +304,14 @@ class ControlServer:
         text = str(args.get("count", "")).strip()
         current = current_worker_count(self.supervisor.status())
         target = parse_scale(text, current)  # the form, and a usage error for "-N" below 1 now
+        limit = getattr(self.supervisor, "max_workers", None)
+        if isinstance(limit, int) and target > limit:
+            # A usage error like "scale 0" (exit 2), before anything starts (issue 9).
+            raise ControlError(
+                f"cannot scale to {target} workers: the limit is {limit} (--max-workers; "
+                "0 means 4 x usable CPUs, at least 16)",
+                usage=True,
+            )
         if text[0] not in "+-":
             result = await self._timed(self.supervisor.scale(target))
             return {"previous": current, "target": target, **result}
