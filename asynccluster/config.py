@@ -189,6 +189,13 @@ class Config:
         parse=positive_float,
         group="http",
     )
+    body_timeout: float = setting(
+        30.0,
+        "Seconds a client may leave between two pieces of a request body it is sending (then 408, "
+        "or close if the response has started); time the server itself stops reading does not count.",
+        parse=positive_float,
+        group="http",
+    )
     limit_request_line: int = setting(
         8192, "Longest request line in bytes (longer: 414).", parse=positive_int, group="http"
     )

@@ -36,6 +36,7 @@ IDLE = 1  # between requests (keep-alive), or a fresh connection: close silently
 HEADER = 2  # part of a request head received: 408 then close
 LINGER = 3  # error response sent, write side shut: close for good
 DRAIN_IDLE = 4  # draining, keep-alive idle: a request that comes now is answered (Connection: close)
+BODY_TIMER = 5  # a request body is arriving: the next piece is due within --body-timeout (408)
 
 # After an error response we half-close and read (discarding) until the client closes, for at
 # most this long, so it reads our response instead of a reset (RFC 9112 §9.6 "lingering close").
@@ -176,8 +177,24 @@ class ConnectionControl:
             self._send_request_error()
         elif timer == DRAIN_IDLE:
             self._close_idle_for_drain()
+        elif timer == BODY_TIMER:
+            self._body_timed_out(now)
         else:
             self.transport.close()
+
+    def _body_timed_out(self, now: float) -> None:
+        """No body piece within --body-timeout: 408 (or close, if the response has started)."""
+        if self.flow.read_paused_for:
+            # We stopped reading (back-pressure), not the client: the time does not count.
+            self.timer = BODY_TIMER
+            self.deadline = now + self.state.body_grace
+            return
+        logger.debug("request body from %s stalled past --body-timeout: 408", self.client)
+        self._request_error(408, "request body not received in time")
+        if self.error_status and not self.pipeline:
+            self._send_request_error()
+        elif self.closing:
+            self._close_now()
 
     def shutdown(self) -> None:
         """Graceful drain: in-flight requests finish with Connection: close; idle connections
@@ -186,7 +203,7 @@ class ConnectionControl:
             return
         if self.ws_session is not None or self.ws_pending is not None:
             return  # a WebSocket handshake in progress: once accepted, the session closes with 1001
-        if not self.pipeline and not self.fresh and self.timer in (IDLE, NONE):
+        if not self.pipeline and not self.fresh and self.timer in (IDLE, NONE, BODY_TIMER):
             # Idle keep-alive (or only the unread rest of an answered body still arriving): the
             # next request is answered with Connection: close if it comes before the deadline.
             drain_deadline = self.state.drain_idle_deadline

@@ -261,6 +261,12 @@ class Cycle:
             more_body = message.get("more_body", False)
             if body.__class__ is not bytes and not isinstance(body, (bytearray, memoryview)):
                 raise self._invalid(f"'body' must be bytes, got {type(body).__name__}")
+            if more_body and protocol.transport.is_closing():
+                # The client is gone (a write failed) but the loop has not delivered
+                # connection_lost yet: an app streaming without suspending learns it here
+                # instead of "completing" its body into a closed connection (issue 9 item 6).
+                self.disconnected = True
+                raise ClientDisconnected("the client closed the connection")
             writer = protocol.writer
             try:
                 data = writer.body(body) if more_body else writer.last(body)

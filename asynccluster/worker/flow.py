@@ -5,7 +5,10 @@ Reading is paused for two independent reasons, and resumed only when neither hol
 - ``PIPELINE``: more pipelined requests are queued than ``--limit-pipeline`` allows, so the
   parser must not be fed more heads we would have to buffer;
 - ``BODY``: a request body piece is buffered beyond :data:`BODY_HIGH_WATER` because the app is
-  not calling ``receive()`` (or has not started yet).
+  not calling ``receive()`` (or has not started yet);
+- ``WRITE``: the transport's write buffer is above its high-water mark: a client that sends
+  (pipelined requests, WebSocket messages) but does not read what we answer must not make us
+  buffer responses without bound (issue 9 item 6). Reading resumes once it drains.
 
 Writing: the transport calls ``pause_writing``/``resume_writing`` around its buffer's water
 marks; ``send()`` awaits :meth:`FlowControl.drain` while paused, so an app streaming a large
@@ -26,6 +29,7 @@ FLUSH_THRESHOLD = 65536
 
 PIPELINE = 1
 BODY = 2
+WRITE = 4
 
 
 class FlowControl:
@@ -65,10 +69,12 @@ class FlowControl:
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.pause_reading(WRITE)
 
     def resume_writing(self) -> None:
         """Writable again (or the connection is gone): wake every ``send()`` waiting in drain."""
         self.write_paused = False
+        self.resume_reading(WRITE)
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():

@@ -33,6 +33,7 @@ from asynccluster.http.parser import RequestHead, RequestParser
 from asynccluster.http.response import ResponseWriter
 from asynccluster.worker.compat import EAGER_TASKS
 from asynccluster.worker.connection_control import (
+    BODY_TIMER,
     DRAIN_IDLE,
     DRAIN_IDLE_SECONDS,
     DRAIN_LINGER_SECONDS,
@@ -51,6 +52,7 @@ from asynccluster.worker.websocket import WebSocketSession
 # The timer kinds and drain constants live with the code that uses them (connection_control);
 # they stay importable from here, where server.py and the tests have always found them.
 __all__ = [
+    "BODY_TIMER",
     "DRAIN_IDLE",
     "DRAIN_IDLE_SECONDS",
     "DRAIN_LINGER_SECONDS",
@@ -159,7 +161,7 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
             # Over the limit: answer the first request with 503 (reading it first, so the
             # client sees the response rather than a reset) and close.
             self.error_status = 503
-            logger.warning("connection limit (%d) reached: answering 503", state.limit_concurrency)
+            state.over_limit += 1  # logged once per interval by the server's tick
         # Accepted while draining (uvloop accepted it before the listener closed): it is
         # served like any fresh connection, its one response saying Connection: close.
 
@@ -261,13 +263,18 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
         pipeline = self.pipeline
         pipeline.append(cycle)
         state.stats.in_flight += 1
-        self.timer = NONE
+        # Until the request is complete the client owes us its body (--body-timeout); a
+        # request without one completes in this same feed and clears the timer.
+        self.timer = BODY_TIMER
+        self.deadline = state.now + state.body_grace
         if len(pipeline) > state.limit_pipeline:
             self.flow.pause_reading(PIPELINE)
 
     def on_body(self, data: bytes) -> None:
         cycle = self.reading
         if cycle is not None:
+            if self.timer == BODY_TIMER:
+                self.deadline = self.state.now + self.state.body_grace
             cycle.feed_body(data)
 
     def on_request_complete(self) -> None:
@@ -277,6 +284,8 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
             cycle.body_complete = True
             if cycle.waiter is not None:
                 cycle.wake()
+            if self.timer == BODY_TIMER:
+                self.timer = NONE
             if cycle.response_complete and not self.pipeline and self.timer == NONE:
                 # The app answered before the body ended; the rest is in: idle from now.
                 self.timer = IDLE
@@ -336,7 +345,10 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
                 self.timer = IDLE
                 self.deadline = self.state.now + self.state.keep_alive_grace
             else:
-                self.timer = NONE  # the rest of the unread body is still arriving (and dropped)
+                # The rest of the unread body is still arriving (and dropped): the client
+                # still owes it within --body-timeout.
+                self.timer = BODY_TIMER
+                self.deadline = self.state.now + self.state.body_grace
         if self.out is None:
             if pipeline and EAGER_TASKS:
                 # Called from inside the finished app's Task: start the next one from a loop

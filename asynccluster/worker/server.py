@@ -34,10 +34,14 @@ logger = logging.getLogger("asynccluster.worker")
 # last connection goes, the sooner the worker exits: check them this often.
 DRAIN_TICK = 0.05
 
+# Connections refused with 503 over --limit-concurrency are summarised in one warning per this
+# many seconds (a flood of them must not flood the log: issue 9 item 6).
+OVER_LIMIT_REPORT_SECONDS = 10.0
+
 
 def tick_interval(config: Config) -> float:
     """How often timeouts are checked: 1 s, finer when a timeout is short (never below 20 ms)."""
-    shortest = min(config.timeout_keep_alive, config.header_timeout)
+    shortest = min(config.timeout_keep_alive, config.header_timeout, config.body_timeout)
     return max(0.02, min(1.0, shortest / 4))
 
 
@@ -67,6 +71,7 @@ class Server:
         self._ticker: asyncio.TimerHandle | None = None
         self._tick_every = 0.0  # state.tick, or DRAIN_TICK once draining
         self._second = 0
+        self._over_limit_report_at = 0.0  # loop time before which no 503 summary is logged
 
     @property
     def state(self) -> ServerState:
@@ -182,7 +187,20 @@ class Server:
             state.refresh_date()
         for connection in tuple(state.connections):
             connection.check_timeout(now)
+        if state.over_limit and now >= self._over_limit_report_at:
+            self._report_over_limit(now)
         self._schedule_tick()
+
+    def _report_over_limit(self, now: float) -> None:
+        """One line per OVER_LIMIT_REPORT_SECONDS for connections refused with 503 (issue 9)."""
+        state = self.state
+        logger.warning(
+            "connection limit (%d) reached: %d connection(s) answered 503 since the last report",
+            state.limit_concurrency,
+            state.over_limit,
+        )
+        state.over_limit = 0
+        self._over_limit_report_at = now + OVER_LIMIT_REPORT_SECONDS
 
 
 async def serve(config: Config, app: Any, socks: list[socket.socket], stop: asyncio.Event) -> None:

@@ -45,6 +45,7 @@ class ServerState:
         "all_closed",
         "app",
         "asgi",
+        "body_grace",
         "connections",
         "context",
         "date",
@@ -62,6 +63,7 @@ class ServerState:
         "limits",
         "loop",
         "now",
+        "over_limit",
         "proxies",
         "root_path",
         "server_header",
@@ -113,6 +115,10 @@ class ServerState:
         self.now = loop.time()
         self.header_grace = self.header_timeout + tick  # deadline = now + grace
         self.keep_alive_grace = self.keep_alive_timeout + tick
+        self.body_grace = config.body_timeout + tick
+        # Connections answered 503 over --limit-concurrency since the server last logged them:
+        # one summary line per interval, not a warning per connection (issue 9 item 6).
+        self.over_limit = 0
 
     def refresh_date(self) -> None:
         """Called by the server's timer once a second (not per request)."""

@@ -9,7 +9,7 @@ from asynccluster.config import Config
 from asynccluster.observe.stats import WorkerStats
 from asynccluster.worker.compat import EAGER_TASKS
 from asynccluster.worker.flow import BODY_HIGH_WATER
-from asynccluster.worker.protocol import DRAIN_IDLE, HEADER, IDLE, LINGER, NONE, HttpProtocol
+from asynccluster.worker.protocol import BODY_TIMER, DRAIN_IDLE, HEADER, IDLE, LINGER, HttpProtocol
 from asynccluster.worker.state import ServerState
 from tests.worker.apps import hello, slow_path
 from tests.worker.conftest import wait_for
@@ -292,7 +292,7 @@ async def test_unread_body_then_idle_gets_the_keep_alive_timer() -> None:
     protocol, _transport = make(hello)
     protocol.data_received(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\n\r\nab")
     await settle()
-    assert protocol.timer == NONE  # answered; the rest of the body is still arriving
+    assert protocol.timer == BODY_TIMER  # answered; the rest of the body is still due (--body-timeout)
     protocol.data_received(b"cd")
     assert protocol.timer == IDLE
 
