@@ -26,6 +26,8 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from asynccluster.observe.streams import Throttled
+
 Message = dict[str, Any]
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 << 20  # a heartbeat is a few KiB; anything near this is a bug
@@ -104,6 +106,7 @@ class Channel:
         self._decoder = FrameDecoder()
         self._outgoing = bytearray()
         self._closed = False
+        self._refused = Throttled(logger)  # oversized messages: one error line per 10 s
         self._fd = sock.fileno()
         sock.setblocking(False)
         loop.add_reader(self._fd, self._readable)
@@ -119,8 +122,9 @@ class Channel:
         try:
             frame = encode(message)
         except ChannelError as exc:
-            # Never silently (issue 9): the message is dropped, the channel stays up.
-            logger.error("not sent: %s", exc)
+            # Never silently (issue 9): the message is dropped, the channel stays up; a
+            # heartbeat that is too big every second makes one line per interval, with a count.
+            self._refused.event(logging.ERROR, f"not sent: {exc}")
             return False
         was_empty = not self._outgoing
         self._outgoing += frame
