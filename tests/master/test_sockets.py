@@ -7,6 +7,7 @@ import multiprocessing
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,37 @@ def test_a_bracketed_ipv6_host_is_accepted() -> None:
     from asynccluster.sockets import resolve_host
 
     assert resolve_host("[::1]") == (socket.AF_INET6, "::1")
+
+
+def _claim_after_barrier(port: int, start: Any, done: Any, results: Any) -> None:
+    """A child: bind the cluster's listeners the moment every contender is ready; hold them
+    until every contender has tried (what two masters started at once do)."""
+    start.wait()
+    try:
+        listeners = create_listeners(Config(port=port, listener="reuseport"), 2)
+    except BindError as exc:
+        results.put(f"refused: {exc}")
+        done.wait()
+        return
+    results.put("bound")
+    done.wait()
+    listeners.close()
+
+
+def test_two_masters_started_at_the_same_instant_one_owns_the_port() -> None:
+    """Issue 9: both used to pass the check and share the port through SO_REUSEPORT."""
+    context = multiprocessing.get_context("spawn")
+    for _ in range(2):
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+        free.close()
+        start, done, results = context.Barrier(2), context.Barrier(2), context.Queue()
+        children = [context.Process(target=_claim_after_barrier, args=(port, start, done, results)) for _ in range(2)]
+        for child in children:
+            child.start()
+        outcomes = sorted(results.get(timeout=30) for _ in children)
+        for child in children:
+            child.join(30)
+        assert outcomes[0] == "bound" and outcomes[1].startswith("refused:"), outcomes
+        assert "address already in use" in outcomes[1]
