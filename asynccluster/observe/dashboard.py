@@ -28,7 +28,7 @@ import re
 from importlib import resources
 from typing import Any
 
-from asynccluster.observe.events import EventRing, install_log_ring, remove_log_ring
+from asynccluster.observe.events import EventRing, install_log_ring
 from asynccluster.observe.guard import host_allowed, new_token, refuse_action
 from asynccluster.observe.history import Recorder
 from asynccluster.observe.peers import Peers
@@ -37,6 +37,10 @@ from asynccluster.observe.sse import Hub, encode
 log = logging.getLogger("asynccluster.admin")
 
 TICK = 1.0  # seconds between frames
+# Log lines sent: a snapshot carries the newest SNAPSHOT_LOGS, a frame at most FRAME_LOGS (the
+# rest of a burst, e.g. access-log lines the master relays, is counted in "logs_skipped").
+SNAPSHOT_LOGS = 1000
+FRAME_LOGS = 200
 MAX_BODY = 4096  # bytes of an action's JSON body
 BODY_TIMEOUT = 10.0
 STATIC = {
@@ -91,7 +95,7 @@ class Dashboard:
         self.token = token
         self.bound_host = bound_host
         self.events: EventRing = getattr(supervisor, "events", None) or EventRing()
-        self.logs = install_log_ring()
+        self.logs = install_log_ring()  # kept attached for the process's life (one per process)
         self.recorder = Recorder()
         self.hub = Hub()
         self.peers = Peers(lambda: dict(monitor.extra))
@@ -112,7 +116,6 @@ class Dashboard:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self.hub.close()
-        remove_log_ring()
 
     async def _tick_forever(self) -> None:
         while True:
@@ -128,13 +131,15 @@ class Dashboard:
         if not self.hub.clients:
             self._event_seq, self._log_seq = self.events.seq, self.logs.ring.seq
             return
-        frame = {**self.frame, "events": self.events.since(self._event_seq), "logs": self.logs.since(self._log_seq)}
+        logs = self.logs.since(self._log_seq)
+        frame = {**self.frame, "events": self.events.since(self._event_seq), "logs": logs[-FRAME_LOGS:],
+                 "logs_skipped": max(0, len(logs) - FRAME_LOGS)}  # fmt: skip
         self._event_seq, self._log_seq = self.events.seq, self.logs.ring.seq
         self.hub.broadcast(encode("frame", frame))
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.frame, "history": list(self.recorder.points), "events": self.events.items(),
-                "logs": self.logs.ring.items()}  # fmt: skip
+                "logs": self.logs.ring.items()[-SNAPSHOT_LOGS:]}  # fmt: skip
 
     # ------------------------------------------------------------ requests
 

@@ -49,10 +49,15 @@ class Ring:
         return item
 
     def since(self, seq: int) -> list[dict[str, Any]]:
-        """Items with ``seq`` greater than the given one, oldest first."""
-        if seq >= self.seq:
-            return []
-        return [item for item in self._items if item["seq"] > seq]
+        """Items with ``seq`` greater than the given one, oldest first (walked from the newest
+        end: a reader asking every second costs what is new, not the whole ring)."""
+        newer: list[dict[str, Any]] = []
+        for item in reversed(self._items):
+            if item["seq"] <= seq:
+                break
+            newer.append(item)
+        newer.reverse()
+        return newer
 
     def items(self) -> list[dict[str, Any]]:
         return list(self._items)

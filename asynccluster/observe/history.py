@@ -11,9 +11,10 @@ asynccluster/observe/aggregate.py) into:
 Latency quantiles come from the workers' fixed-bucket histograms (observe/stats.py): the
 per-second difference of each incarnation's cumulative counts, summed over the cluster
 (merged histograms, like PromQL's ``sum by (le) (rate(...))``) and over the last
-:data:`WINDOW` seconds, then :func:`~asynccluster.observe.aggregate.quantile`. Status codes
-likewise, per class and per second. Units in points and rows: seconds since the epoch for
-``t``, milliseconds for latencies and loop lag, percent of one core for CPU, MiB for RSS.
+:data:`WINDOW` seconds, then :func:`~asynccluster.observe.aggregate.quantile`. Status
+codes per class, in responses per second over each worker's own heartbeat interval. Units in
+points and rows: seconds since the epoch for ``t``, milliseconds for latencies and loop lag,
+percent of one core for CPU, MiB for RSS.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class _Seen:
     latency: tuple[int, ...]
     status: dict[str, int]
     window: deque[list[int]] = field(default_factory=lambda: deque(maxlen=WINDOW))
+    beat: float | None = None  # the worker's clock in its last heartbeat
+    rates: dict[str, float] = field(default_factory=lambda: dict.fromkeys(CLASSES, 0.0))
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -101,7 +104,7 @@ class Recorder:
     def add(self, view: dict[str, Any]) -> dict[str, Any]:
         """One tick: ``{"point": {...}, "workers": [row, ...], "cluster": {...}}``."""
         now = self._clock()
-        rows, latency, status = [], [], dict.fromkeys(CLASSES, 0)
+        rows, latency, status = [], [], dict.fromkeys(CLASSES, 0.0)
         alive: set[int] = set()
         for worker in view.get("workers", []):
             row, delta, classes = self._worker(worker)
@@ -119,8 +122,8 @@ class Recorder:
         self.points.append(point)
         return {"point": point, "workers": rows, "cluster": {**self._cluster(view, rows), "master_cpu": master_cpu}}
 
-    def _worker(self, worker: dict[str, Any]) -> tuple[dict[str, Any], list[int], dict[str, int]]:
-        """A table row, this tick's latency histogram delta, and this tick's status classes."""
+    def _worker(self, worker: dict[str, Any]) -> tuple[dict[str, Any], list[int], dict[str, float]]:
+        """A table row, this tick's latency histogram delta, and its responses/s by status class."""
         heartbeat = worker.get("heartbeat") or {}
         stats = heartbeat.get("stats") or {}
         pid = int(worker.get("pid") or 0)
@@ -134,7 +137,7 @@ class Recorder:
             base_status = status if self._ticks == 0 else {}
             seen = self._seen[pid] = _Seen(base_latency, base_status)
         delta = histogram_delta(counts, seen.latency)
-        new_status = {code: max(0, n - seen.status.get(code, 0)) for code, n in status.items()}
+        self._status_rates(seen, status, heartbeat.get("time"))
         seen.latency, seen.status = counts, status
         seen.window.append(delta)
         lag = heartbeat.get("loop_lag")
@@ -158,9 +161,21 @@ class Recorder:
             "retiring": worker.get("retiring", ""),
             **_quantiles(_sum_histograms(seen.window)),
         }
-        return row, delta, status_classes(new_status)
+        return row, delta, seen.rates
 
-    def _point(self, now: float, rows: list[dict[str, Any]], status: dict[str, int]) -> dict[str, Any]:
+    @staticmethod
+    def _status_rates(seen: _Seen, status: dict[str, int], beat: Any) -> None:
+        """Responses per second by class, over the worker's own heartbeat interval: our tick and
+        its heartbeat are not in step, so a tick may see zero or two new heartbeats; a tick that
+        saw none keeps the last rates instead of dropping to 0."""
+        if not isinstance(beat, (int, float)) or beat == seen.beat:
+            return
+        elapsed = beat - seen.beat if seen.beat is not None and beat > seen.beat else 1.0
+        seen.beat = float(beat)
+        new = status_classes({code: max(0, n - seen.status.get(code, 0)) for code, n in status.items()})
+        seen.rates = {key: round(count / elapsed, 1) for key, count in new.items()}
+
+    def _point(self, now: float, rows: list[dict[str, Any]], status: dict[str, float]) -> dict[str, Any]:
         def total(key: str) -> float:
             return sum(float(row[key] or 0) for row in rows)
 
@@ -172,7 +187,7 @@ class Recorder:
             "t": round(now, 3),
             "rps": round(total("rps"), 2),
             **_quantiles(_sum_histograms(self._cluster_window)),
-            **status,
+            **{key: round(value, 1) for key, value in status.items()},
             "in_flight": int(total("in_flight")),
             "connections": int(total("connections")),
             "cpu": round(total("cpu"), 1),

@@ -81,26 +81,32 @@ def test_log_ring_attributes_lines_to_workers() -> None:
 # ---------------------------------------------------------------- history
 
 
-def heartbeat(pid: int, slot: int, requests: int, fast: int, slow: int, status: dict[str, int]) -> dict[str, Any]:
+def heartbeat(pid: int, slot: int, requests: int, fast: int, slow: int, status: dict[str, int],
+              beat: float = 1.0) -> dict[str, Any]:  # fmt: skip
     counts = [0] * (len(LATENCY_BUCKETS) + 1)
     counts[0], counts[7] = fast, slow  # <= 0.5 ms and (50 ms, 100 ms]
     stats = {"requests": requests, "in_flight": 1, "connections": 2, "status": status, "latency_counts": counts}
     return {"pid": pid, "slot": slot, "state": "ready", "req_per_s": 10.0, "cpu_percent": 5.0,
-            "heartbeat": {"stats": stats, "loop_lag": 0.002, "rss": 50 * 1024 * 1024}}  # fmt: skip
+            "heartbeat": {"stats": stats, "loop_lag": 0.002, "rss": 50 * 1024 * 1024, "time": beat}}  # fmt: skip
 
 
 def test_history_merges_the_workers_histograms_per_second() -> None:
     recorder = Recorder(clock=lambda: 1000.0)
     # Counts seen at the first tick are history nobody watched: they do not count.
     recorder.add({"workers": [heartbeat(1, 0, 100, 100, 0, {"200": 100})]})
-    frame = recorder.add({"workers": [heartbeat(1, 0, 220, 200, 20, {"200": 210, "503": 10}),
-                                      heartbeat(2, 1, 5, 5, 0, {"200": 5})]})  # fmt: skip
+    frame = recorder.add({"workers": [heartbeat(1, 0, 220, 200, 20, {"200": 210, "503": 10}, beat=2.0),
+                                      heartbeat(2, 1, 5, 5, 0, {"200": 5}, beat=2.0)]})  # fmt: skip
     point = frame["point"]
     # New in this second: 100 + 5 fast answers and 20 slow ones (a new worker's counts are all
     # new): the median is fast, p90 and p99 are slow.
     assert point["p50"] is not None and point["p50"] <= 0.5
     assert 50 < point["p90"] <= 100 and 50 < point["p99"] <= 100
-    assert (point["2xx"], point["5xx"]) == (115, 10)
+    assert (point["2xx"], point["5xx"]) == (115, 10)  # per second: one heartbeat interval
+    # A tick that sees no new heartbeat keeps the rates (ticks and heartbeats are not in step).
+    assert (
+        recorder.add({"workers": [heartbeat(1, 0, 220, 200, 20, {"200": 210, "503": 10}, beat=2.0)]})["point"]["5xx"]
+        == 10
+    )
     assert point["rps"] == 20.0 and point["in_flight"] == 2 and point["connections"] == 4
     assert point["slots"] == {"0": 10.0, "1": 10.0} and point["loop_lag"] == 2.0 and point["rss"] == 100.0
     rows = {row["pid"]: row for row in frame["workers"]}

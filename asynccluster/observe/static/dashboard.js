@@ -91,6 +91,22 @@
       ctx.fillText(v >= 100 ? v.toFixed(0) : +v.toFixed(2) + "", 2, y(v) + 3);
     }
     for (let m = 0; m <= 10; m += 2) ctx.fillText(m === 0 ? "now" : `-${m}m`, x(end - m * 60) - 8, height - 3);
+    if (opts.stacked) {
+      // Bands: each series filled from the one below it up to its own (cumulative) line.
+      stacks.forEach((values, index) => {
+        const below = index ? stacks[index - 1] : values.map(([t]) => [t, 0]);
+        const points = values.filter(([t, v]) => v !== null && t >= start);
+        if (points.length < 2) return;
+        ctx.beginPath();
+        points.forEach(([t, v], i) => (i ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v))));
+        below.filter(([t]) => t >= start).reverse().forEach(([t, v]) => ctx.lineTo(x(t), y(v || 0)));
+        ctx.closePath();
+        ctx.globalAlpha = 0.35;
+        ctx.fillStyle = series[index].color;
+        ctx.fill();
+        ctx.globalAlpha = 1;
+      });
+    }
     stacks.forEach((values, index) => {
       const s = series[index];
       ctx.strokeStyle = s.color;
@@ -216,8 +232,10 @@
   }
 
   function logLine(line) {
-    return el("div", { className: line.level }, el("time", { textContent: clock(line.time) }),
-      `${line.level.toUpperCase().padEnd(7)} [${line.tag}] ${line.text}`);
+    // A worker's own line (stream out/err) is shown as it was written: it has its own tag.
+    const text = line.stream === "out" || line.stream === "err"
+      ? line.text : `${line.level.toUpperCase().padEnd(7)} [${line.tag}] ${line.text}`;
+    return el("div", { className: line.level }, el("time", { textContent: clock(line.time) }), text);
   }
 
   function addLogs(lines, rerender = false) {
@@ -245,6 +263,7 @@
     }
     addEvents(frame.events || []);
     addLogs(frame.logs || []);
+    if (frame.logs_skipped) state.logsSkipped = (state.logsSkipped || 0) + frame.logs_skipped;
     state.frames += 1;
     renderSummary();
     renderWorkers();
