@@ -245,6 +245,8 @@ def wait_until(
 
 def start_pair(app: str, env: dict[str, str] | None = None) -> Pair:
     """Start both servers (concurrently: each pays its own start-up), wait until both serve."""
+    # One hash seed for both: apps that build headers from sets (Werkzeug's Allow) then list them alike.
+    env = {"PYTHONHASHSEED": "0", **(env or {})}
     processes = (ClusterProcess([app, "--workers", "1", "--port", "0"], env=env), UvicornProcess(app, env=env))
     try:
         for process in processes:
