@@ -67,6 +67,8 @@ def test_streaming_response(pair: Pair) -> None:
     reply = pair.same("GET", "/stream")
     assert reply.body == b"".join(f"chunk {n}\n".encode() for n in range(5))
     assert reply.header("transfer-encoding") == "chunked"
+    head = pair.same("HEAD", "/stream")
+    assert (head.status, head.body) == (405, b"")  # FastAPI's @app.get takes no HEAD
 
 
 def test_sse_loop_on_is_disconnected_ends_when_the_client_leaves(pair: Pair) -> None:

@@ -12,6 +12,8 @@ Routes (all answer JSON):
   message until ``http.disconnect`` (at most 20), never answering: the client leaves;
 - ``/record/{id}``: what the two routes above recorded ({} until they have);
 - ``/ignore-body`` (POST): answers without reading the body;
+- ``/boom``, ``/boom-midway``, ``/silent``: raises before / in the middle of its response, or
+  returns without one;
 - anything else: the method and path.
 """
 
@@ -43,6 +45,14 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         await until_disconnect(path.rsplit("/", 1)[1], receive)
     elif path.startswith("/record/"):
         await answer(send, RECORDS.get(path.rsplit("/", 1)[1], {}))
+    elif path == "/boom":
+        raise RuntimeError("the app fails before its response (expected by the test)")
+    elif path == "/boom-midway":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise RuntimeError("the app fails in the middle of its response (expected by the test)")
+    elif path == "/silent":
+        return  # returns without a response
     elif path == "/ignore-body":
         await answer(send, {"ignored": True})
     elif path == "/ctx":
