@@ -15,7 +15,7 @@ _RELOAD = (
     "reloading on code changes is not supported yet: `asynccluster reload NAME` (or SIGHUP to the "
     "master) restarts every worker with the new code, without dropping a request"
 )
-_TLS = "TLS is not supported yet: terminate it in a proxy in front (nginx, Caddy, HAProxy)"
+_TLS = "use --ssl-min-version 1.2|1.3 (the highest version both sides support is negotiated)"
 _WEBSOCKET = "not supported yet: the built-in WebSocket server has fixed limits (see README)"
 _BIND = "use --host HOST --port PORT (or --uds PATH, --fd N)"
 _LOG_FILE = "use --log-file FILE (the access log goes to the same log; --no-access-log turns it off)"
@@ -30,13 +30,7 @@ FOREIGN_FLAGS: dict[str, str] = {
     "--reload-include": _RELOAD,
     "--reload-exclude": _RELOAD,
     "--reload-delay": _RELOAD,
-    "--ssl-keyfile": _TLS,
-    "--ssl-certfile": _TLS,
-    "--ssl-keyfile-password": _TLS,
     "--ssl-version": _TLS,
-    "--ssl-cert-reqs": _TLS,
-    "--ssl-ca-certs": _TLS,
-    "--ssl-ciphers": _TLS,
     "--http": "not needed: the HTTP/1.1 server is built in (httptools)",
     "--ws": "not needed: the WebSocket server is built in",
     "--ws-max-size": _WEBSOCKET,

@@ -238,6 +238,35 @@ class Config:
         group="http",
     )
 
+    # TLS (issue 13): HTTPS when --ssl-certfile is set. Names as uvicorn's.
+    ssl_certfile: str = setting(
+        "",
+        "PEM certificate chain: serve HTTPS (re-read at each worker start, so a reload picks up "
+        "a renewed certificate).",
+        group="tls",
+        metavar="FILE",
+    )
+    ssl_keyfile: str = setting("", "PEM private key (default: in --ssl-certfile).", group="tls", metavar="FILE")
+    ssl_keyfile_password: str = setting("", "Password of an encrypted --ssl-keyfile.", group="tls")
+    ssl_ca_certs: str = setting(
+        "", "PEM CA certificates that client certificates are verified against.", group="tls", metavar="FILE"
+    )
+    ssl_cert_reqs: str = setting(
+        "none",
+        "Client certificates: 'none' (not asked), 'optional' (verified if sent), 'required' "
+        "(uvicorn's 0, 1, 2 work too).",
+        parse=choice("none", "optional", "required", "0", "1", "2"),
+        group="tls",
+    )
+    ssl_ciphers: str = setting("", "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's secure defaults).", group="tls")
+    ssl_min_version: str = setting("1.2", "Lowest TLS version accepted.", parse=choice("1.2", "1.3"), group="tls")
+    ssl_handshake_timeout: float = setting(
+        10.0,
+        "Seconds a client gets to complete the TLS handshake (then the connection is closed and counted).",
+        parse=positive_float,
+        group="tls",
+    )
+
     # Logging
     log_level: str = setting(
         "info", "Log level.", parse=choice("critical", "error", "warning", "info", "debug", "trace"), group="logging"

@@ -15,6 +15,7 @@ LIFESPAN = 4  # lifespan startup failed
 BIND = 5  # address in use, permission denied, bad fd/uds
 NEVER_READY = 6  # workers kept failing before ready for another reason (e.g. crashed, timed out)
 FORCED = 7  # stop was forced (second Ctrl-C, or workers killed after the graceful timeout)
+TLS = 8  # the TLS certificate, key or CA file could not be used (issue 13)
 
 DESCRIPTIONS: dict[int, str] = {
     OK: "clean stop",
@@ -25,4 +26,5 @@ DESCRIPTIONS: dict[int, str] = {
     BIND: "could not bind the listening socket",
     NEVER_READY: "no worker became ready",
     FORCED: "forced stop (workers killed)",
+    TLS: "the TLS certificate or key could not be used",
 }

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable
@@ -111,6 +112,7 @@ class LoadGenerator:
         path: str = "/",
         pid_header: str = "x-pid",
         close_fresh: bool = True,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if host not in LOOPBACK:
             raise ValueError(f"the load generator only targets the loopback interface, not {host!r}")
@@ -126,6 +128,7 @@ class LoadGenerator:
         self.path = path
         self.pid_header = pid_header.lower().encode()
         self.close_fresh = close_fresh  # send Connection: close on fresh-connection requests
+        self.tls = tls  # a client SSLContext: the load goes over HTTPS (issue 13)
         self.result = LoadResult()
         self._issued = 0
         self._deadline = float("inf")  # set by run()
@@ -231,7 +234,14 @@ class LoadGenerator:
     async def _open(self) -> tuple[_Connection | None, str]:
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port, limit=READ_SIZE), self.timeout
+                asyncio.open_connection(
+                    self.host,
+                    self.port,
+                    limit=READ_SIZE,
+                    ssl=self.tls,
+                    server_hostname=self.host if self.tls is not None else None,
+                ),
+                self.timeout,
             )
         except asyncio.TimeoutError:
             return None, "connect_timeout"

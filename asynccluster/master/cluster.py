@@ -104,7 +104,10 @@ class Cluster:
             return exitcodes.BIND
         logger.info(
             "listening on %s (%s listener, %d worker%s)",
-            self.listeners.address,
+            # With --ssl-certfile every worker serves HTTPS (worker/tls.py).
+            self.listeners.address.replace("http://", "https://", 1)
+            if self.config.ssl_certfile
+            else self.listeners.address,
             self.listeners.mode,
             workers,
             "" if workers == 1 else "s",

@@ -59,7 +59,7 @@ logger = logging.getLogger("asynccluster.master")
 
 # A worker that exits with one of these before it was ever ready failed deterministically:
 # respawning would only repeat it (issue 3: "no respawn storm").
-STARTUP_FAILURES = (exitcodes.APP_IMPORT, exitcodes.LIFESPAN, exitcodes.BIND)
+STARTUP_FAILURES = (exitcodes.APP_IMPORT, exitcodes.LIFESPAN, exitcodes.BIND, exitcodes.TLS)
 
 # Stack text arriving within this many seconds of the previous piece belongs to the same dump.
 STACKS_BURST = 1.0

@@ -244,7 +244,10 @@ class ConnectionControl:
             self._send_request_error()
             return
         assert key is not None
-        session = WebSocketSession(self.state, self.transport, websocket_scope(scope), key)
+        ws_scope = websocket_scope(scope)
+        if "tls" in scope["extensions"]:  # over TLS (worker/tls.py): the extension goes along
+            ws_scope["extensions"]["tls"] = scope["extensions"]["tls"]
+        session = WebSocketSession(self.state, self.transport, ws_scope, key)
         session.on_accept = self._hand_over
         self.ws_session = session
         session.start()

@@ -218,12 +218,17 @@ class WorkerRuntime:
         from asynccluster.observe.stats import WorkerStats
         from asynccluster.worker.lifespan import LifespanFailure
         from asynccluster.worker.server import Server
+        from asynccluster.worker.tls import TLSConfigError
 
         self.stats = WorkerStats()
         server = Server(self.config, app, stats=self.stats, worker_id=self.args.slot)
         # Lifespan shutdown runs after the drain with a budget of its own (not what the drain
         # left over); the master kills only after drain + this + a grace.
         server.lifespan.shutdown_timeout = self.args.shutdown_budget
+        try:
+            server.load_tls()  # read now, at each worker start: a reload picks up renewed certificates
+        except TLSConfigError as exc:
+            return self.fail(str(exc), exitcodes.TLS)
         self.send({"type": "phase", "phase": "lifespan startup"})
         try:
             await server.startup()

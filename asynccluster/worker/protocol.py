@@ -86,6 +86,7 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
         "scope_template",
         "state",
         "timer",
+        "tls",
         "transport",
         "trusted",
         "writer",
@@ -120,6 +121,7 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
         self.writer = ResponseWriter(state.server_header)
         self.ws_pending: dict[str, Any] | None = None  # a WebSocket handshake's scope, waiting its turn
         self.ws_session: WebSocketSession | None = None  # the handshake being answered by the app
+        self.tls: dict[str, Any] | None = None  # the ASGI tls extension on a TLS connection (tls.py)
 
     # ------------------------------------------------------------ connection events
 
@@ -237,7 +239,7 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
         scope["headers"] = head.headers
         # Apps and middleware may write into extensions: one request's must not leak into the
         # next on this connection (the template's dict would be shared by every copy).
-        scope["extensions"] = {}
+        scope["extensions"] = {} if self.tls is None else {"tls": self.tls.copy()}
         if head.http_version != "1.1":
             scope["http_version"] = head.http_version
         lifespan_state = state.lifespan_state

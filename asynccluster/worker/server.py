@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ from asynccluster.worker.asgi2 import as_asgi3
 from asynccluster.worker.lifespan import Lifespan
 from asynccluster.worker.protocol import DRAIN_IDLE_SECONDS, DRAIN_LINGER_SECONDS, HttpProtocol
 from asynccluster.worker.state import ServerState
+from asynccluster.worker.tls import HandshakeWatch, create_ssl_context, server_cert_pem, tls_enabled, tls_factory
 
 logger = logging.getLogger("asynccluster.worker")
 
@@ -42,6 +44,8 @@ OVER_LIMIT_REPORT_SECONDS = 10.0
 def tick_interval(config: Config) -> float:
     """How often timeouts are checked: 1 s, finer when a timeout is short (never below 20 ms)."""
     shortest = min(config.timeout_keep_alive, config.header_timeout, config.body_timeout)
+    if tls_enabled(config):
+        shortest = min(shortest, config.ssl_handshake_timeout)
     return max(0.02, min(1.0, shortest / 4))
 
 
@@ -72,6 +76,7 @@ class Server:
         self._tick_every = 0.0  # state.tick, or DRAIN_TICK once draining
         self._second = 0
         self._over_limit_report_at = 0.0  # loop time before which no 503 summary is logged
+        self.ssl_context: ssl.SSLContext | None = None  # set by load_tls with --ssl-certfile
 
     @property
     def state(self) -> ServerState:
@@ -93,19 +98,42 @@ class Server:
         await self.lifespan.startup()
         self.state.lifespan_state = self.lifespan.state
 
+    def load_tls(self) -> None:
+        """Read the certificate files now (each worker start: a reload picks up renewed ones).
+
+        Raises :class:`asynccluster.worker.tls.TLSConfigError` when they cannot be used.
+        """
+        if not tls_enabled(self.config) or self.ssl_context is not None:
+            return
+        self.ssl_context = create_ssl_context(self.config)
+        state = self.state
+        state.tls_watch = HandshakeWatch(self.config.ssl_handshake_timeout + state.tick, server_cert_pem(self.config))
+
     async def start_serving(self, socks: list[socket.socket]) -> None:
-        """Serve every listening socket (TCP or unix) on this loop."""
+        """Serve every listening socket (TCP or unix) on this loop (over TLS with --ssl-certfile)."""
+        self.load_tls()
         state = self.state
         loop = state.loop
+        tls = self.ssl_context
+        handshake_timeout = self.config.ssl_handshake_timeout if tls is not None else None
 
         def factory() -> HttpProtocol:
             return HttpProtocol(state)
 
+        def secure_factory() -> HttpProtocol:
+            return tls_factory(state)
+
         for sock in socks:
+            chosen = secure_factory if tls is not None else factory
+            backlog = self.config.backlog
             if sock.family == socket.AF_UNIX:
-                server = await loop.create_unix_server(factory, sock=sock, backlog=self.config.backlog)
+                server = await loop.create_unix_server(
+                    chosen, sock=sock, backlog=backlog, ssl=tls, ssl_handshake_timeout=handshake_timeout
+                )
             else:
-                server = await loop.create_server(factory, sock=sock, backlog=self.config.backlog)
+                server = await loop.create_server(
+                    chosen, sock=sock, backlog=backlog, ssl=tls, ssl_handshake_timeout=handshake_timeout
+                )
             self._servers.append(server)
         if self._ticker is None:
             self._schedule_tick()
@@ -189,6 +217,8 @@ class Server:
             connection.check_timeout(now)
         if state.over_limit and now >= self._over_limit_report_at:
             self._report_over_limit(now)
+        if state.tls_watch is not None:
+            state.tls_watch.sweep(now)
         self._schedule_tick()
 
     def _report_over_limit(self, now: float) -> None:

@@ -23,6 +23,7 @@ from asynccluster.worker.lifespan import ASGI_VERSION
 
 if TYPE_CHECKING:
     from asynccluster.worker.protocol import HttpProtocol
+    from asynccluster.worker.tls import HandshakeWatch
 
 SERVER_HEADER_VALUE = b"asynccluster"
 
@@ -70,6 +71,7 @@ class ServerState:
         "stats",
         "tasks",
         "tick",
+        "tls_watch",
     )
 
     def __init__(
@@ -119,6 +121,8 @@ class ServerState:
         # Connections answered 503 over --limit-concurrency since the server last logged them:
         # one summary line per interval, not a warning per connection (issue 9 item 6).
         self.over_limit = 0
+        # TLS listeners only (worker/tls.py): handshakes not completed yet, failures counted.
+        self.tls_watch: HandshakeWatch | None = None
 
     def refresh_date(self) -> None:
         """Called by the server's timer once a second (not per request)."""

@@ -118,7 +118,7 @@ class ClusterProcess:
     @property
     def port(self) -> int:
         if self._port is None:
-            self._port = int(self.wait_for(r"listening on http://127\.0\.0\.1:(\d+)").group(1))
+            self._port = int(self.wait_for(r"listening on https?://127\.0\.0\.1:(\d+)").group(1))
         return self._port
 
     def wait_ready(self, timeout: float = 30.0) -> dict[int, int]:

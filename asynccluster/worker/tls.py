@@ -1,0 +1,261 @@
+"""TLS for the worker's listeners (issue 13): the SSLContext, the ASGI ``tls`` extension, and
+the count of handshakes that never completed.
+
+- :func:`create_ssl_context` builds the stdlib :class:`ssl.SSLContext` from the ``--ssl-*``
+  settings. Each worker calls it when it starts (``Server.load_tls``), so a reload (every
+  worker replaced) reads the certificate files again and a renewed certificate is served
+  without a restart. A file that cannot be used raises :class:`TLSConfigError` with a message
+  naming the file and the reason; the worker exits with ``exitcodes.TLS`` before it is ready,
+  which the master treats like broken code (no respawn storm; a reload rolls back).
+- :func:`tls_extension` fills the ASGI TLS extension (asgi-spec ``extensions/tls``) from a
+  connection's ``ssl_object``.
+- :class:`HandshakeWatch` counts handshakes that did not complete: plaintext sent to the TLS
+  port, a client certificate that fails verification (expired, unknown CA), or silence past
+  ``--ssl-handshake-timeout``. The event loop closes such connections quietly (no traceback,
+  the app protocol never hears of them); the watch notices the protocol it handed out was
+  never connected, and the server logs one summary line per interval, not one per connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import TYPE_CHECKING, Any
+
+from asynccluster.config import Config
+from asynccluster.worker.protocol import HttpProtocol
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from asynccluster.worker.state import ServerState
+
+logger = logging.getLogger("asynccluster.worker")
+
+CERT_REQS = {
+    "none": ssl.CERT_NONE,
+    "0": ssl.CERT_NONE,
+    "optional": ssl.CERT_OPTIONAL,
+    "1": ssl.CERT_OPTIONAL,
+    "required": ssl.CERT_REQUIRED,
+    "2": ssl.CERT_REQUIRED,
+}
+MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+# ssl.SSLObject.version() -> the ASGI extension's tls_version (the TLS wire version number).
+WIRE_VERSIONS = {"TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+
+# Failed handshakes are summarised in one warning per this many seconds.
+REPORT_SECONDS = 10.0
+
+
+class TLSConfigError(Exception):
+    """The TLS settings cannot be used; ``str()`` names the file and the reason."""
+
+
+def tls_enabled(config: Config) -> bool:
+    return bool(config.ssl_certfile)
+
+
+def create_ssl_context(config: Config, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
+    """A server-side SSLContext from the ``--ssl-*`` settings; raises TLSConfigError.
+
+    ``alpn`` is the list offered in the handshake, preferred first (RFC 7301): ``h2`` is
+    offered only when HTTP/2 is on.
+    """
+    if config.ssl_keyfile_password and not config.ssl_keyfile and not config.ssl_certfile:
+        raise TLSConfigError("--ssl-keyfile-password given without --ssl-certfile")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = MIN_VERSIONS[config.ssl_min_version]
+    # Forward secrecy per connection and no renegotiation (a DoS lever), as nginx does.
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_ECDH_USE
+    if hasattr(ssl, "OP_NO_RENEGOTIATION"):
+        context.options |= ssl.OP_NO_RENEGOTIATION
+    _load_chain(context, config)
+    if config.ssl_ciphers:
+        try:
+            context.set_ciphers(config.ssl_ciphers)
+        except ssl.SSLError:
+            raise TLSConfigError(f"--ssl-ciphers {config.ssl_ciphers!r}: no cipher matches that list") from None
+    context.verify_mode = CERT_REQS[config.ssl_cert_reqs]
+    if config.ssl_ca_certs:
+        try:
+            context.load_verify_locations(cafile=config.ssl_ca_certs)
+        except (OSError, ssl.SSLError) as exc:
+            raise TLSConfigError(f"--ssl-ca-certs {config.ssl_ca_certs}: {_reason(exc)}") from None
+    elif context.verify_mode != ssl.CERT_NONE:
+        raise TLSConfigError(f"--ssl-cert-reqs {config.ssl_cert_reqs} needs --ssl-ca-certs (the CAs to trust)")
+    context.set_alpn_protocols(list(alpn))
+    return context
+
+
+def _load_chain(context: ssl.SSLContext, config: Config) -> None:
+    certfile, keyfile = config.ssl_certfile, config.ssl_keyfile or None
+    password = config.ssl_keyfile_password or None
+    try:
+        # A password callback, not the password: an encrypted key without one must fail here
+        # with our message, not block on a terminal prompt.
+        context.load_cert_chain(certfile, keyfile, password=lambda: (password or "").encode())
+    except FileNotFoundError as exc:
+        raise TLSConfigError(f"TLS: cannot read {exc.filename}: no such file") from None
+    except PermissionError as exc:
+        raise TLSConfigError(f"TLS: cannot read {exc.filename}: permission denied") from None
+    except ssl.SSLError as exc:
+        what = f"--ssl-certfile {certfile}" + (f" / --ssl-keyfile {keyfile}" if keyfile else "")
+        reason = _reason(exc)
+        if _encrypted(keyfile or certfile) and exc.reason in (None, "PEM_LIB", "BAD_DECRYPT"):
+            reason = "cannot decrypt the private key: wrong or missing --ssl-keyfile-password"
+        raise TLSConfigError(f"TLS: {what}: {reason}") from None
+    except OSError as exc:
+        raise TLSConfigError(f"TLS: cannot read {certfile}: {exc}") from None
+
+
+def _encrypted(path: str) -> bool:
+    """Whether a PEM file holds an encrypted private key (PKCS#8 or the legacy header)."""
+    try:
+        with open(path, "rb") as file:
+            return b"ENCRYPTED" in file.read(1 << 20)
+    except OSError:
+        return False
+
+
+def _reason(exc: BaseException) -> str:
+    """An OpenSSL error in words people search for."""
+    reason = getattr(exc, "reason", None) or ("PEM_LIB" if "PEM lib" in str(exc) else "")
+    text = {
+        "KEY_VALUES_MISMATCH": "the private key does not match the certificate",
+        "BAD_DECRYPT": "wrong --ssl-keyfile-password (or the key is encrypted and none was given)",
+        "NO_START_LINE": "not a PEM file (no BEGIN line)",
+        "PEM_LIB": "not a valid PEM certificate or private key",
+        "NO_CERTIFICATE_OR_CRL_FOUND": "no certificate found in the file",
+    }.get(reason)
+    return text or str(exc)
+
+
+# ---------------------------------------------------------------- the ASGI tls extension
+
+
+def server_cert_pem(config: Config) -> str | None:
+    """The first certificate of --ssl-certfile as PEM text (the extension's ``server_cert``)."""
+    try:
+        with open(config.ssl_certfile, encoding="ascii", errors="replace") as file:
+            text = file.read()
+    except OSError:
+        return None
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    start = text.find(begin)
+    stop = text.find(end, start)
+    return text[start : stop + len(end)] + "\n" if start >= 0 and stop >= 0 else None
+
+
+def tls_extension(ssl_object: Any, server_cert: str | None) -> dict[str, Any]:
+    """The ASGI TLS extension (asgi-spec extensions.rst, "TLS") for one connection.
+
+    ``client_cert_chain`` holds the peer's own certificate only: the stdlib exposes the
+    verified chain from Python 3.13 (used when present). ``cipher_suite`` is None: the
+    stdlib gives the suite's name, not its IANA number.
+    """
+    chain: list[str] = []
+    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    verified = getattr(ssl_object, "get_verified_chain", None)
+    if der and verified is not None:
+        try:
+            chain = [str(cert.public_bytes()) for cert in verified()]  # PEM text by default (3.13)
+        except (AttributeError, ValueError, ssl.SSLError):
+            chain = []
+    if der and not chain:
+        chain = [ssl.DER_cert_to_PEM_cert(der)]
+    return {
+        "server_cert": server_cert,
+        "client_cert_chain": chain,
+        "client_cert_name": _rfc4514_name(ssl_object.getpeercert()) if der else None,
+        "client_cert_error": None,  # a certificate that fails verification fails the handshake
+        "tls_version": WIRE_VERSIONS.get(ssl_object.version() or "") if ssl_object is not None else None,
+        "cipher_suite": None,
+    }
+
+
+def _rfc4514_name(cert: dict[str, Any] | None) -> str | None:
+    """The subject as an RFC 4514 string: RDNs most significant last, ``,``-separated."""
+    if not cert or "subject" not in cert:
+        return None
+    short = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
+             "localityName": "L", "stateOrProvinceName": "ST", "domainComponent": "DC"}  # fmt: skip
+    rdns = []
+    for rdn in reversed(cert["subject"]):
+        rdns.append("+".join(f"{short.get(key, key)}={_escape(value)}" for key, value in rdn))
+    return ",".join(rdns)
+
+
+def _escape(value: str) -> str:
+    out = "".join("\\" + ch if ch in ',+"\\<>;' else ch for ch in value)
+    if out.startswith(("#", " ")):
+        out = "\\" + out
+    return out[:-1] + "\\ " if out.endswith(" ") else out
+
+
+# ---------------------------------------------------------------- counting failed handshakes
+
+
+class TlsHttpProtocol(HttpProtocol):
+    """HttpProtocol on a TLS transport: scheme ``https``, the tls extension, the watch told."""
+
+    __slots__ = ()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        state = self.state
+        watch = state.tls_watch
+        if watch is not None:
+            watch.completed(self)
+        super().connection_made(transport)
+        self.scope_template["scheme"] = "https"
+        self.tls = tls_extension(transport.get_extra_info("ssl_object"), watch.server_cert if watch else None)
+
+
+class HandshakeWatch:
+    """Protocols handed to the loop for a TLS connection whose handshake has not completed.
+
+    A protocol that is not connected within the handshake timeout (plus a tick) never will be:
+    the loop closed the connection (bad or no handshake) or is closing it now. Memory is
+    bounded by the accept rate times that timeout.
+    """
+
+    def __init__(self, timeout: float, server_cert: str | None) -> None:
+        self.timeout = timeout  # the handshake timeout plus a tick (the loop aborts at the timeout)
+        self.server_cert = server_cert
+        self.pending: dict[HttpProtocol, float] = {}
+        self.failed = 0  # total, for tests and stats
+        self.unreported = 0
+        self.report_at = 0.0
+
+    def started(self, protocol: HttpProtocol, now: float) -> None:
+        self.pending[protocol] = now + self.timeout
+
+    def completed(self, protocol: HttpProtocol) -> None:
+        self.pending.pop(protocol, None)
+
+    def sweep(self, now: float) -> None:
+        """Called by the server's tick: count (and forget) handshakes past their deadline."""
+        if self.pending:
+            expired = [protocol for protocol, deadline in self.pending.items() if deadline <= now]
+            for protocol in expired:
+                del self.pending[protocol]
+            self.failed += len(expired)
+            self.unreported += len(expired)
+        if self.unreported and now >= self.report_at:
+            logger.warning(
+                "TLS: %d connection(s) closed without a completed handshake since the last report "
+                "(plaintext to the TLS port, a client certificate that failed verification, or "
+                "no handshake within --ssl-handshake-timeout)",
+                self.unreported,
+            )
+            self.unreported = 0
+            self.report_at = now + REPORT_SECONDS
+
+
+def tls_factory(state: ServerState) -> HttpProtocol:
+    """The protocol factory for a TLS listener."""
+    protocol = TlsHttpProtocol(state)
+    watch = state.tls_watch
+    if watch is not None:
+        watch.started(protocol, state.loop.time())
+    return protocol
