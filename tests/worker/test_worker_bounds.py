@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 from typing import Any
 
@@ -135,7 +136,10 @@ async def test_connections_over_the_limit_are_summarised_not_logged_each(
     await wait_for(lambda: any("answered 503" in r.getMessage() for r in caplog.records), what="the summary")
     lines = [r.getMessage() for r in caplog.records if "connection limit" in r.getMessage()]
     holder_writer.close()
-    assert len(lines) == 1 and "30 connection(s)" in lines[0]
+    # One line per 10 s interval (a tick may fall inside the loop above and report part of
+    # them), never one per connection: at most two lines here, and they count at most 30.
+    counts = [int(re.search(r"(\d+) connection\(s\)", line).group(1)) for line in lines]  # type: ignore[union-attr]
+    assert 1 <= len(lines) <= 2 and 1 <= sum(counts) <= 30
 
 
 # ---------------------------------------------------------------- streaming into a closed connection
