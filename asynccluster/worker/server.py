@@ -23,6 +23,7 @@ from typing import Any
 
 from asynccluster.config import Config
 from asynccluster.observe.stats import WorkerStats
+from asynccluster.worker.accept import Acceptor
 from asynccluster.worker.asgi2 import as_asgi3
 from asynccluster.worker.lifespan import Lifespan
 from asynccluster.worker.protocol import DRAIN_IDLE_SECONDS, DRAIN_LINGER_SECONDS, HttpProtocol
@@ -46,6 +47,8 @@ def tick_interval(config: Config) -> float:
     shortest = min(config.timeout_keep_alive, config.header_timeout, config.body_timeout)
     if tls_enabled(config):
         shortest = min(shortest, config.ssl_handshake_timeout)
+    if config.ws_ping_interval > 0:  # WebSocket pings are sent (and their answers awaited) by the tick
+        shortest = min(shortest, config.ws_ping_interval, config.ws_ping_timeout or config.ws_ping_interval)
     return max(0.02, min(1.0, shortest / 4))
 
 
@@ -70,7 +73,7 @@ class Server:
         self.stats = stats if stats is not None else WorkerStats()
         self.worker_id = worker_id
         self.lifespan = Lifespan(self.app, config.lifespan, shutdown_timeout=config.graceful_timeout)
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[Acceptor] = []
         self._state: ServerState | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._tick_every = 0.0  # state.tick, or DRAIN_TICK once draining
@@ -125,16 +128,13 @@ class Server:
 
         for sock in socks:
             chosen = secure_factory if tls is not None else factory
-            backlog = self.config.backlog
-            if sock.family == socket.AF_UNIX:
-                server = await loop.create_unix_server(
-                    chosen, sock=sock, backlog=backlog, ssl=tls, ssl_handshake_timeout=handshake_timeout
-                )
-            else:
-                server = await loop.create_server(
-                    chosen, sock=sock, backlog=backlog, ssl=tls, ssl_handshake_timeout=handshake_timeout
-                )
-            self._servers.append(server)
+            # Our own accept loop, not loop.create_server: uvloop accepts one connection per
+            # loop turn, which starves a burst of new connections while the worker is busy
+            # (worker/accept.py; issue 16).
+            sock.listen(self.config.backlog)
+            acceptor = Acceptor(loop, sock, chosen, ssl=tls, ssl_handshake_timeout=handshake_timeout)
+            acceptor.start()
+            self._servers.append(acceptor)
         if self._ticker is None:
             self._schedule_tick()
 
@@ -155,6 +155,9 @@ class Server:
         state.now = now = state.loop.time()
         state.drain_idle_deadline = now + drain_idle_grace(self.config.timeout_keep_alive, timeout)
         state.drain_linger = min(DRAIN_LINGER_SECONDS, timeout / 4)
+        # Open WebSockets: closed with 1012 after --ws-drain-grace, leaving half the drain
+        # timeout for the close handshake (websocket.py).
+        state.ws_drain_deadline = now + min(self.config.ws_drain_grace, timeout / 2)
         for connection in list(state.connections):
             connection.shutdown()
         if self._ticker is not None:  # from now on, deadlines are checked every DRAIN_TICK
