@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from asynccluster import exitcodes
+from asynccluster import exitcodes, logscmd
 from asynccluster.cli import add_setting_arguments, config_from_args
 from asynccluster.config import Config, ConfigError
 from asynccluster.master.control import (
@@ -32,7 +32,6 @@ from asynccluster.master.control import (
     sanitise_name,
 )
 from asynccluster.observe import format as fmt
-from asynccluster.observe import logtail
 from asynccluster.observe.top import run_top
 
 CONNECT_TIMEOUT = 5.0
@@ -300,32 +299,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    with connect(args) as client:
-        view = client.request("status")
-    path = view.get("log_file")
-    if not path:
-        raise ControlError(f"cluster {client.name!r} has no log file: start it with --log-file PATH to use 'logs'")
-    try:
-        lines, offset = logtail.last_lines(path, args.lines)
-    except FileNotFoundError:
-        lines, offset = [], 0
-    for line in lines:
-        show_log_line(args, line)
-    if args.no_follow:
-        return exitcodes.OK
-    try:
-        for line in logtail.follow(path, offset):
-            show_log_line(args, line)
-    except KeyboardInterrupt:
-        pass
-    return exitcodes.OK
-
-
-def show_log_line(args: argparse.Namespace, line: str) -> None:
-    parsed = logtail.parse_line(line)
-    if args.worker is not None and parsed.slot != args.worker:
-        return
-    print(json.dumps(parsed.as_json()) if args.json else parsed.text, flush=True)
+    return logscmd.cmd_logs(args, connect)
 
 
 # ---------------------------------------------------------------- argparse
@@ -374,11 +348,7 @@ def add_subcommands(subparsers: Any) -> None:
     parser.add_argument("--iterations", type=int, default=None, help="quit after this many refreshes")
     parser.set_defaults(func=_guard(cmd_top))
 
-    parser = subparsers.add_parser("logs", help="the cluster's log (every worker, tagged), followed")
-    _common(parser)
-    parser.add_argument("--lines", "-n", type=int, default=20, help="lines of history to show first (default 20)")
-    parser.add_argument("--no-follow", action="store_true", help="print the last lines and exit")
-    parser.add_argument("--worker", type=int, default=None, metavar="SLOT", help="only this worker slot's lines")
+    parser = logscmd.add_logs_parser(subparsers, _common)
     parser.set_defaults(func=_guard(cmd_logs))
 
 

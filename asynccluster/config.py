@@ -30,6 +30,7 @@ from asynccluster.settingtypes import (
     non_negative_int,
     parse_access_log_format,
     parse_bool,
+    parse_duration,
     parse_fd,
     parse_host_port,
     parse_list,
@@ -267,11 +268,69 @@ class Config:
         group="tls",
     )
 
+    # WebSocket (issue 13). Names and defaults as uvicorn's.
+    ws_max_size: int = setting(
+        16 * 1024 * 1024,
+        "Largest WebSocket message in bytes, e.g. 16M, after decompression (larger: close 1009).",
+        parse=parse_size,
+        group="websocket",
+    )
+    ws_max_queue: int = setting(
+        32,
+        "WebSocket messages buffered for the app before the server stops reading from that client.",
+        parse=positive_int,
+        group="websocket",
+    )
+    ws_ping_interval: float = setting(
+        20.0,
+        "Seconds between server pings on an open WebSocket (0: no pings).",
+        parse=non_negative_float,
+        group="websocket",
+    )
+    ws_ping_timeout: float = setting(
+        20.0,
+        "Seconds a client gets to answer a ping; then the connection is closed (0: never).",
+        parse=non_negative_float,
+        group="websocket",
+    )
+    ws_per_message_deflate: bool = setting(
+        True,
+        "Accept permessage-deflate compression (RFC 7692) from WebSocket clients that offer it.",
+        parse=parse_bool,
+        group="websocket",
+    )
+    ws_drain_grace: float = setting(
+        1.0,
+        "Seconds open WebSockets keep working once a worker drains (reload, stop); then they are "
+        "closed with 1012 (service restart) and the app gets websocket.disconnect.",
+        parse=non_negative_float,
+        group="websocket",
+    )
+
     # Logging
     log_level: str = setting(
         "info", "Log level.", parse=choice("critical", "error", "warning", "info", "debug", "trace"), group="logging"
     )
-    log_file: str = setting("", "Also write the log to this file (reopened on SIGUSR1).", group="logging")
+    log_file: str = setting(
+        "",
+        "Also write the log (every worker's lines, prints included) to this file; reopened on SIGUSR1.",
+        group="logging",
+    )
+    log_max_size: int = setting(
+        0,
+        "Rotate the log file when it would pass this size, e.g. 10M (0: never by size).",
+        parse=parse_size,
+        group="logging",
+    )
+    log_max_age: float = setting(
+        0.0,
+        "Rotate the log file when it has been written to this long, e.g. 1d or 12h (0: never by age).",
+        parse=parse_duration,
+        group="logging",
+    )
+    log_backups: int = setting(
+        5, "Rotated log files kept (FILE.1 newest ... FILE.N oldest).", parse=positive_int, group="logging"
+    )
     log_format: str = setting("text", "Log line format.", parse=choice("text", "json"), group="logging")
     access_log: bool = setting(True, "Log one line per request.", parse=parse_bool, group="logging")
     access_log_format: str = setting(

@@ -24,8 +24,10 @@ app's own log lines get the worker's tag too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import logging.handlers
 import os
 import select
 import sys
@@ -264,13 +266,66 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-class ReopenableFileHandler(BufferedHandler, logging.FileHandler):
-    """A file handler whose file can be reopened in place (logrotate's "create" mode)."""
+class ReopenableFileHandler(BufferedHandler, logging.handlers.RotatingFileHandler):
+    """A file handler whose file can be reopened in place (logrotate's "create" mode), and
+    that rotates it itself when asked (issue 11): before a line that would take the file past
+    ``max_bytes``, or once the file has been written to for ``max_age`` seconds (counted from
+    when this process opened it), whichever comes first. The stdlib's
+    RotatingFileHandler.doRollover renames FILE -> FILE.1 -> ... -> FILE.``backups`` (the
+    oldest is deleted). Only the master writes the file (workers' lines reach it through
+    :func:`relay_line`), so one process rotates and no line is lost or split across it.
+    """
 
-    def __init__(self, filename: str) -> None:
-        logging.FileHandler.__init__(self, filename, mode="a", encoding="utf-8")
+    def __init__(self, filename: str, max_bytes: int = 0, max_age: float = 0.0, backups: int = 5) -> None:
+        logging.handlers.RotatingFileHandler.__init__(
+            self, filename, mode="a", maxBytes=max_bytes, backupCount=max(backups, 1), encoding="utf-8"
+        )
         self.pending = []
         self.pending_size = 0
+        self.max_age = max_age
+        self.opened_at = time.time()
+
+    def _write_pending(self) -> None:
+        if self.pending and self.stream is not None and (self.maxBytes > 0 or self.max_age > 0):
+            self._write_rotating()
+        else:
+            super()._write_pending()
+
+    def _write_rotating(self) -> None:
+        """Write the buffer, rotating between two lines when due (the lock is held)."""
+        pending, self.pending, self.pending_size = self.pending, [], 0
+        try:
+            size = os.fstat(self.stream.fileno()).st_size  # type: ignore[union-attr]
+        except (AttributeError, OSError, ValueError):
+            size = 0
+        batch: list[str] = []
+        for line in pending:
+            length = len(line.encode("utf-8", "backslashreplace"))
+            if size and self._due(size + length):
+                self._write_batch(batch)
+                batch, size = [], 0
+                self._rotate()
+            batch.append(line)
+            size += length
+        self._write_batch(batch)
+
+    def _due(self, size_after: int) -> bool:
+        too_big = 0 < self.maxBytes < size_after
+        return too_big or (self.max_age > 0 and time.time() - self.opened_at >= self.max_age)
+
+    def _write_batch(self, lines: list[str]) -> None:
+        self.pending = lines
+        BufferedHandler._write_pending(self)
+
+    def _rotate(self) -> None:
+        try:
+            self.doRollover()
+        except OSError as exc:  # never raise from logging; keep writing where we can
+            _report_lost(0, None, f"could not rotate {self.baseFilename}: {exc}")
+            if self.stream is None:
+                with contextlib.suppress(OSError):
+                    self.stream = self._open()
+        self.opened_at = time.time()
 
     def reopen(self) -> None:
         with self.lock:  # type: ignore[union-attr]
@@ -279,6 +334,7 @@ class ReopenableFileHandler(BufferedHandler, logging.FileHandler):
                 if self.stream is not None:
                     self.stream.close()
                 self.stream = self._open()
+                self.opened_at = time.time()
             except OSError as exc:  # e.g. the directory went away: never raise; the file's lines
                 self.stream = None  # are dropped until the next reopen (stderr still gets them)
                 _report_lost(0, None, f"could not reopen {self.baseFilename}: {exc}")
@@ -313,8 +369,28 @@ _flusher = _Flusher()
 
 def flush_buffered() -> None:
     """Write every line buffered in this process (graceful stop, tests)."""
-    for handler in list(_process_handlers):
+    for handler in [*_process_handlers, *_relays.values()]:
         handler.flush()
+
+
+_relays: dict[str, BufferedHandler] = {}  # "out"/"err" -> the master's stdout/stderr, for relay_line
+
+
+def relay_line(line: str, stream: str) -> None:
+    """A line (with its newline) a worker wrote to its stdout ("out") or stderr ("err"),
+    captured by the master (master/logbuffer.py): on to the master's own stdout or stderr,
+    as the worker wrote it before, and to the log file (issue 11: the file has every line)."""
+    target = _relays.get(stream)
+    if target is None:
+        sink = sys.stdout if stream == "out" else sys.stderr
+        if sink is None:  # started with that descriptor closed (issue 9): the file still gets it
+            target = None
+        else:
+            target = _relays[stream] = BufferedHandler(sink)
+    if target is not None:
+        target.write_line(line)
+    for handler in _reopenable:
+        handler.write_line(line)
 
 
 def make_formatter(log_format: str) -> logging.Formatter:
@@ -328,7 +404,9 @@ def build_handlers(config: Config, tag: str, slot: int | None) -> list[BufferedH
     tag_filter = TagFilter(tag, slot)
     handlers: list[BufferedHandler] = [BufferedHandler(sys.stderr)]
     if config.log_file:
-        handlers.append(ReopenableFileHandler(config.log_file))
+        handlers.append(
+            ReopenableFileHandler(config.log_file, config.log_max_size, config.log_max_age, config.log_backups)
+        )
     for handler in handlers:
         handler.setFormatter(formatter)
         handler.addFilter(tag_filter)

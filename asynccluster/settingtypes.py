@@ -71,6 +71,23 @@ def parse_size(text: str) -> int:
     return value
 
 
+DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds, with an optional unit: ``90``, ``90s``, ``10m``, ``2h``, ``1d``, ``1w`` (issue 11)."""
+    cleaned = text.strip().lower()
+    scale = DURATION_UNITS.get(cleaned[-1:], 0.0)
+    number = cleaned[:-1] if scale else cleaned
+    try:
+        value = float(number) * (scale or 1.0)
+    except ValueError:
+        raise ValueError(f"expected a duration like 90s, 10m, 2h or 1d, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"expected a duration >= 0, got {text!r}")
+    return value
+
+
 def parse_workers(text: str) -> int | str:
     if text.strip().lower() == "auto":
         return "auto"

@@ -27,7 +27,7 @@ from typing import Any
 from asynccluster import exitcodes
 from asynccluster.config import Config, config_from_settings, parse_value
 from asynccluster.cpus import usable_cpus
-from asynccluster.master import accepterrors
+from asynccluster.master import accepterrors, logbuffer
 from asynccluster.master.operations import ReloadResult, RestartResult, ScaleResult
 from asynccluster.master.policy import worker_limit
 from asynccluster.master.process import WorkerInfo
@@ -90,6 +90,7 @@ class Cluster:
     async def serve(self) -> int:
         """Bind, start the workers, supervise until stopped; returns the exit code."""
         loop = asyncio.get_running_loop()
+        logbuffer.install()  # from the first line on, every line is kept (issue 11)
         accepterrors.install(loop)
         warn_if_root()
         workers = resolve_workers(self.config)

@@ -39,6 +39,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from asynccluster.master import logbuffer
 from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
 from asynccluster.observe.streams import ACCEPT_BACKLOG, Connections, connection_cap
 
@@ -230,6 +231,7 @@ class ControlServer:
             "scale": self.scale,
             "restart": self.restart,
             "stop": self.stop,
+            "logs": self.logs,
         }
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -342,6 +344,11 @@ class ControlServer:
             # Not awaited here: stopping ends this process, and the client learns of it by EOF.
             self._stop_task = asyncio.get_running_loop().create_task(self.supervisor.stop(force=force))
         return {"message": f"stopping {self.name} (pid {os.getpid()})", "pid": os.getpid(), "force": force}
+
+    async def logs(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The log buffer's lines (master/logbuffer.py, issue 11), tagged with our name."""
+        buffer = logbuffer.install()
+        return {"cluster": self.name, **await logbuffer.query(buffer, args)}
 
     async def _timed(self, operation: Awaitable[Any]) -> dict[str, Any]:
         started = time.monotonic()

@@ -29,8 +29,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from asynccluster.config import Config
+from asynccluster.master import logbuffer
 from asynccluster.master.channel import Channel
 from asynccluster.master.fdreserve import FdReserve
+from asynccluster.master.output import OutputReader, make_output_pairs
 from asynccluster.master.process import SpawnRequest, WorkerEvents, WorkerHandle
 
 _EXIT_RECHECK = 0.02  # the sentinel closed a hair before waitpid() can see the exit
@@ -50,6 +52,8 @@ class WorkerArgs:
     heartbeat_interval: float  # from the master's Timing: one source for both ends
     shutdown_budget: float  # lifespan shutdown's own time after the drain (policy.shutdown_budget)
     max_requests: int = 0  # ask for a replacement after exactly this many responses (0: never)
+    # The worker's stdout and stderr (issue 11): sockets the master reads (master/output.py).
+    output_socks: list[socket.socket] | None = None
 
 
 class MultiprocessingSpawner:
@@ -70,8 +74,11 @@ class MultiprocessingSpawner:
             raise ValueError("a real worker needs its listening socket")
         channel_parent, channel_child = socket.socketpair()
         stacks_parent, stacks_child = socket.socketpair()
+        output_parent, output_child = make_output_pairs()
         args = WorkerArgs(
-            request.config,
+            # Only the master writes the log file (it gets every worker line): one writer, so
+            # rotation is safe (issue 11). The workers write to their stdout/stderr sockets.
+            request.config.replace(log_file=""),
             request.slot,
             request.incarnation,
             request.sock,
@@ -81,6 +88,7 @@ class MultiprocessingSpawner:
             request.heartbeat_interval,
             request.shutdown_budget,
             request.max_requests,
+            output_child,
         )
         process = self._context.Process(
             target=worker_entry, args=(args,), name=f"asynccluster-worker-{request.slot}", daemon=False
@@ -91,12 +99,18 @@ class MultiprocessingSpawner:
             # No worker: our ends would leak a descriptor pair per failed start (EMFILE loop).
             channel_parent.close()
             stacks_parent.close()
+            for sock in output_parent:
+                sock.close()
             raise
         finally:
             # The child has its own copies now; ours would keep the channel open after it dies.
             channel_child.close()
             stacks_child.close()
-        return ProcessWorker(self._loop, process, channel_parent, stacks_parent, handle, events)
+            for sock in output_child:
+                sock.close()
+        worker = ProcessWorker(self._loop, process, channel_parent, stacks_parent, handle, events)
+        worker.output = OutputReader(self._loop, output_parent, request.slot, worker.pid, logbuffer.install().feed)
+        return worker
 
 
 class ProcessWorker:
@@ -121,6 +135,7 @@ class ProcessWorker:
         self._stacks_fd = stacks_sock.fileno()
         self._stacks_buffer = b""
         self._channel = Channel(loop, channel_sock, self._on_message, self._on_disconnect)
+        self.output: OutputReader | None = None  # its stdout/stderr (set by the spawner)
         stacks_sock.setblocking(False)
         loop.add_reader(self._stacks_fd, self._read_stacks)
         loop.add_reader(process.sentinel, self._on_sentinel)
@@ -156,6 +171,8 @@ class ProcessWorker:
         # sockets: read it first so the exit is logged with it.
         self._drain_channel()
         self._read_stacks(final=True)
+        if self.output is not None:
+            self.output.drain()  # its traceback, its last print()
         self._process.close()
         self.close()
         self._events.on_exit(self._handle, exitcode)

@@ -159,10 +159,19 @@ def install_log_ring(logger_name: str = "asynccluster") -> LogRing:
     return ring
 
 
+def adopt_log_ring(ring: LogRing, logger_name: str = "asynccluster") -> None:
+    """Attach ``ring`` as this process's ring of ``logger_name``: the master's log buffer
+    (master/logbuffer.py, issue 11), which also holds the workers' lines, is then the one the
+    dashboard shows."""
+    remove_log_ring(logger_name)
+    _installed[logger_name] = ring
+    logging.getLogger(logger_name).addHandler(ring)
+
+
 def remove_log_ring(logger_name: str = "asynccluster") -> None:
     ring = _installed.pop(logger_name, None)
     if ring is not None:
         logging.getLogger(logger_name).removeHandler(ring)
 
 
-__all__ = ["EventRing", "LogRing", "Ring", "install_log_ring", "remove_log_ring"]
+__all__ = ["EventRing", "LogRing", "Ring", "adopt_log_ring", "install_log_ring", "remove_log_ring"]

@@ -30,6 +30,7 @@ import asyncio
 import ctypes
 import faulthandler
 import importlib.util
+import io
 import logging
 import os
 import resource
@@ -70,6 +71,7 @@ def worker_entry(args: WorkerArgs) -> None:
 
 
 def set_up_process(args: WorkerArgs) -> None:
+    capture_output(args.output_socks)
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(signum, signal.SIG_IGN)
     # Until the loop takes TERM over: nothing to drain yet, just leave.
@@ -83,6 +85,33 @@ def set_up_process(args: WorkerArgs) -> None:
     from asynccluster.logs import setup_logging
 
     setup_logging(args.config, slot=args.slot)
+
+
+def capture_output(socks: list[Any] | None) -> None:
+    """Make fds 1 and 2 the master's output sockets (issue 11: it keeps every line, an app's
+    print() and the interpreter's last traceback included, and passes them on to its own
+    stdout/stderr). stdout becomes line-buffered, so a print() is seen at once, as on a terminal."""
+    if not socks:
+        return
+    for fd, sock in zip((1, 2), socks, strict=True):
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None and _fd_of(stream) == fd:
+                stream.flush()
+        os.dup2(sock.fileno(), fd)
+        sock.close()
+    if sys.stdout is None or sys.stderr is None:  # started with them closed (issue 9): open ours
+        sys.stdout = sys.stdout or open(1, "w", closefd=False)  # noqa: SIM115 - lives as long as the process
+        sys.stderr = sys.stderr or open(2, "w", closefd=False)  # noqa: SIM115
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True)
+
+
+def _fd_of(stream: Any) -> int:
+    try:
+        return int(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return -1
 
 
 def _exit_now(signum: int, frame: Any) -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from asynccluster import commands
 from asynccluster.config import Config
+from asynccluster.master import logbuffer
 from asynccluster.master.control import start_control
 from tests.control.fakes import FakeResult, FakeSupervisor
 
@@ -171,24 +172,45 @@ def test_no_cluster_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         env.loop.stop()
 
 
-def test_logs_shows_the_last_lines_filtered_by_worker(env: Env, tmp_path: Path) -> None:
+def feed_lines(marker: str) -> list[str]:
+    """Worker lines into this process's log buffer (the "master" of these tests), as a worker writes them."""
     lines = [
-        "2024-01-01 10:00:00,000 INFO    [master 4242] listening",
-        "2024-01-01 10:00:01,000 INFO    [worker 0 pid 1000] GET / 200",
-        "2024-01-01 10:00:02,000 INFO    [worker 1 pid 1001] GET /a 200",
-        "2024-01-01 10:00:03,000 INFO    [worker 0 pid 1000] GET /b 200",
+        f"2024-01-01 10:00:01,000 INFO    [worker 0 pid 1000] GET /{marker}/1 200",
+        f"2024-01-01 10:00:02,000 INFO    [worker 1 pid 1001] GET /{marker}/2 200",
+        f"2024-01-01 10:00:03,000 WARNING [worker 0 pid 1000] slow /{marker}/3",
+        f"2024-01-01 10:00:04,000 INFO    [worker 0 pid 1000] GET /{marker}/4 200",
     ]
-    (tmp_path / "cluster.log").write_text("\n".join(lines) + "\n")
-    code, out, _ = env.run("logs", "--no-follow", "--lines", "2")
-    assert code == 0 and out.splitlines() == lines[2:]
-    code, out, _ = env.run("logs", "--no-follow", "--worker", "0", "--json")
-    assert [json.loads(line)["line"] for line in out.splitlines()] == [lines[1], lines[3]]
+    buffer = logbuffer.install()
+    for line in lines:
+        slot, pid = (0, 1000) if "worker 0" in line else (1, 1001)
+        buffer.feed(slot, pid, "err", (line + "\n").encode())
+    buffer.feed(1, 1001, "out", f"printed {marker}\n".encode())
+    return lines
 
 
-def test_logs_without_a_log_file(env: Env) -> None:
-    env.loop.serve(FakeSupervisor(), env.directory, "nolog")
-    code, _, err = env.run("logs", "nolog")
-    assert code == 1 and "has no log file: start it with --log-file PATH" in err
+def test_logs_shows_the_last_lines_filtered_by_worker(env: Env) -> None:
+    lines = feed_lines("filtered")
+    code, out, _ = env.run("logs", "--lines", "2")
+    assert (
+        code == 0
+        and out.splitlines()[0] == lines[3]
+        and out.splitlines()[1].endswith("OUT     [worker 1 pid 1001] printed filtered")
+    )
+    # The filter first, then the last N (issue 11: "--worker 1 -n 2" printed nothing).
+    code, out, _ = env.run("logs", "--worker", "0", "-n", "2", "--json")
+    items = [json.loads(line) for line in out.splitlines()]
+    assert [item["text"] for item in items] == [lines[2], lines[3]]
+    assert {(item["cluster"], item["slot"], item["pid"]) for item in items} == {("web", 0, 1000)}
+
+
+def test_logs_err_only_and_since(env: Env) -> None:
+    lines = feed_lines("errors")
+    code, out, _ = env.run("logs", "--err", "-n", "1")
+    assert code == 0 and out.splitlines() == [lines[2]]
+    code, out, _ = env.run("logs", "--since", "1h", "-n", "100")
+    assert lines[0] in out.splitlines()
+    code, _, err = env.run("logs", "--since", "yesterday")
+    assert code == 2 and "--since: expected a duration like 90s" in err
 
 
 def test_stop_asks_the_master_and_waits_for_it(env: Env) -> None:

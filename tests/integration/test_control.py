@@ -228,7 +228,7 @@ def test_logs_tail_and_follow_every_worker(web: ClusterProcess, shared_tmp: Path
     assert re.search(r"\[worker 0 pid \d+\]", history.stdout) and re.search(r"\[worker 1 pid \d+\]", history.stdout)
 
     follower = subprocess.Popen(
-        [sys.executable, "-m", "asynccluster", "logs", "web", "--control-dir", str(ctl), "--lines", "0"],
+        [sys.executable, "-m", "asynccluster", "logs", "web", "--control-dir", str(ctl), "--lines", "0", "--follow"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
