@@ -16,7 +16,6 @@ _RELOAD = (
     "master) restarts every worker with the new code, without dropping a request"
 )
 _TLS = "use --ssl-min-version 1.2|1.3 (the highest version both sides support is negotiated)"
-_WEBSOCKET = "not supported yet: the built-in WebSocket server has fixed limits (see README)"
 _BIND = "use --host HOST --port PORT (or --uds PATH, --fd N)"
 _LOG_FILE = "use --log-file FILE (the access log goes to the same log; --no-access-log turns it off)"
 _USER = "not supported: start asynccluster as that user (e.g. systemd's User=/Group=)"
@@ -33,11 +32,6 @@ FOREIGN_FLAGS: dict[str, str] = {
     "--ssl-version": _TLS,
     "--http": "not needed: the HTTP/1.1 server is built in (httptools)",
     "--ws": "not needed: the WebSocket server is built in",
-    "--ws-max-size": _WEBSOCKET,
-    "--ws-max-queue": _WEBSOCKET,
-    "--ws-ping-interval": _WEBSOCKET,
-    "--ws-ping-timeout": _WEBSOCKET,
-    "--ws-per-message-deflate": _WEBSOCKET,
     "--interface": "not needed: ASGI 3 and ASGI 2 apps are told apart automatically (WSGI is not supported)",
     "--env-file": "not supported yet: set the variables in the environment, or put settings in --config FILE",
     "--log-config": "not supported yet: use --log-level, --log-format text|json and --log-file",

@@ -20,6 +20,7 @@ from asynccluster.worker.accesslog import AccessLog
 from asynccluster.worker.asgi2 import ASGIApp
 from asynccluster.worker.headcache import HeadCache
 from asynccluster.worker.lifespan import ASGI_VERSION
+from asynccluster.worker.wssettings import WsOptions
 
 if TYPE_CHECKING:
     from asynccluster.worker.protocol import HttpProtocol
@@ -72,6 +73,8 @@ class ServerState:
         "tasks",
         "tick",
         "tls_watch",
+        "ws",
+        "ws_drain_deadline",
     )
 
     def __init__(
@@ -123,6 +126,9 @@ class ServerState:
         self.over_limit = 0
         # TLS listeners only (worker/tls.py): handshakes not completed yet, failures counted.
         self.tls_watch: HandshakeWatch | None = None
+        self.ws = WsOptions.from_config(config)  # the --ws-* settings (issue 13)
+        # Set by Server.drain: open WebSockets are closed with 1012 at this loop time.
+        self.ws_drain_deadline = 0.0
 
     def refresh_date(self) -> None:
         """Called by the server's timer once a second (not per request)."""

@@ -14,7 +14,11 @@ Life of a session:
    :data:`MAX_MESSAGE` are 1009 (RFC 6455 §5, §7.4.1); pings are answered with pongs;
 4. closing (§7): a close frame from the client is answered and ``websocket.disconnect``
    delivered; ``websocket.close`` from the app sends one and waits (bounded) for the reply;
-   the server closes TCP first (§7.1.1). A drain sends 1001 (going away).
+   the server closes TCP first (§7.1.1). A drain closes with 1012 (service restart) after
+   --ws-drain-grace, and the app gets ``websocket.disconnect`` (issue 13);
+5. options (issue 13, wssettings.py): --ws-max-size, --ws-max-queue (messages buffered before
+   reading pauses), server pings every --ws-ping-interval (a client that does not answer within
+   --ws-ping-timeout is closed), permessage-deflate (wsdeflate.py).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from asynccluster.http.response import error_response
 from asynccluster.worker.compat import create_task_in
 from asynccluster.worker.flow import FlowControl, WriteFlowProtocol
+from asynccluster.worker.wsdeflate import PerMessageDeflate, negotiate
 from asynccluster.worker.wsframes import (
     BINARY,
     CLOSE,
@@ -41,13 +46,13 @@ from asynccluster.worker.wsframes import (
     encode_frame,
     sendable_close_code,
 )
+from asynccluster.worker.wssettings import KeepAlive
 
 if TYPE_CHECKING:
     from asynccluster.worker.state import ServerState
 
 logger = logging.getLogger("asynccluster.worker")
 
-QUEUE_HIGH_WATER = 16  # received messages buffered before reading pauses
 CLOSE_TIMEOUT = 5.0  # seconds to wait for the client's close frame after ours
 
 
@@ -59,7 +64,10 @@ class WebSocketSession(WriteFlowProtocol):
         self.transport = transport
         self.scope = scope
         self.key = key
-        self.reader = FrameReader()
+        self.reader = FrameReader(state.ws.max_size)
+        self.deflate: PerMessageDeflate | None = None  # permessage-deflate, once negotiated (wsdeflate.py)
+        self.keepalive: KeepAlive | None = None  # server pings (--ws-ping-interval), once accepted
+        self.drain_at = 0.0  # a drain closes this socket with 1012 at this loop time (0: not draining)
         self.accepted = False
         self.close_sent = False
         self.closed = False  # TCP connection gone
@@ -106,7 +114,7 @@ class WebSocketSession(WriteFlowProtocol):
             self.waiter = asyncio.get_running_loop().create_future()
             await self.waiter
         message = self.queue.popleft()
-        if len(self.queue) == QUEUE_HIGH_WATER and self.accepted and not self.closed:
+        if len(self.queue) == self.state.ws.max_queue and self.accepted and not self.closed:
             self.transport.resume_reading()
         return message
 
@@ -127,9 +135,9 @@ class WebSocketSession(WriteFlowProtocol):
             if (data is None) == (text is None):
                 raise RuntimeError("invalid ASGI message: websocket.send needs exactly one of 'bytes' and 'text'")
             if data is not None:
-                self.transport.write(encode_frame(BINARY, bytes(data)))
+                self.transport.write(self._frame(BINARY, bytes(data)))
             else:
-                self.transport.write(encode_frame(TEXT, str(text).encode("utf-8")))
+                self.transport.write(self._frame(TEXT, str(text).encode("utf-8")))
             if self.flow.write_paused:  # skip the coroutine when not paused: the common case
                 await self.flow.drain()
         elif kind == "websocket.close":
@@ -172,6 +180,12 @@ class WebSocketSession(WriteFlowProtocol):
         subprotocol = message.get("subprotocol")
         if subprotocol:
             lines.append(b"sec-websocket-protocol: " + subprotocol.encode("latin-1") + b"\r\n")
+        options = self.state.ws
+        params = negotiate(self.scope["headers"]) if options.per_message_deflate else None
+        if params is not None:  # RFC 7692: compression, with the parameters we agreed to
+            self.deflate = PerMessageDeflate(params, options.max_size)
+            self.reader.inflate = self.deflate.decompress
+            lines.append(b"sec-websocket-extensions: " + params.header() + b"\r\n")
         for name, value in message.get("headers") or ():
             if b"\r" in name + value or b"\n" in name + value:
                 raise RuntimeError(f"invalid WebSocket accept header {name!r}")
@@ -181,10 +195,11 @@ class WebSocketSession(WriteFlowProtocol):
         self.handshake_done = True
         self.accepted = True
         self.state.stats.record_response(101, 0.0)
+        self.keepalive = KeepAlive(options.ping_interval, options.ping_timeout, self.state.now)
         if self.on_accept is not None:
             self.on_accept(self)
         if self.state.draining:
-            self._close(1001, "server shutting down")
+            self.shutdown()
 
     def _refuse(self, status: int) -> None:
         self.handshake_done = True
@@ -234,6 +249,9 @@ class WebSocketSession(WriteFlowProtocol):
         elif opcode == PING:
             if not self.close_sent:
                 self.transport.write(encode_frame(PONG, payload))
+        elif opcode == PONG:
+            if self.keepalive is not None:
+                self.keepalive.pong(payload, self.state.now)
         elif opcode == CLOSE:
             self._on_close_frame(payload)
 
@@ -264,7 +282,7 @@ class WebSocketSession(WriteFlowProtocol):
 
     def _deliver(self, message: dict[str, Any]) -> None:
         self.queue.append(message)
-        if len(self.queue) > QUEUE_HIGH_WATER and not self.closed:
+        if len(self.queue) > self.state.ws.max_queue and not self.closed:
             self.transport.pause_reading()
         self._wake()
 
@@ -308,16 +326,50 @@ class WebSocketSession(WriteFlowProtocol):
     # -- the interface the server's drain and tick use (same as HttpProtocol's)
 
     def shutdown(self) -> None:
-        if self.accepted and not self.closed:
-            self._close(1001, "server shutting down")
+        """The worker drains: after --ws-drain-grace, close with 1012 (service restart)."""
+        if self.accepted and not self.closed and not self.drain_at:
+            self.drain_at = max(self.state.ws_drain_deadline, self.state.now)
+            if self.drain_at <= self.state.now:
+                self._drain_close()
+
+    def _drain_close(self) -> None:
+        """RFC 6455 §7.4.1 / IANA: 1012, the server restarts; the client may reconnect (to
+        another worker). The app hears it at once, as websocket.disconnect with 1012."""
+        self._deliver_disconnect(1012, "service restart")
+        self._close(1012, "service restart")
 
     def force_close(self) -> None:
         if not self.closed:
             self.transport.abort()
 
     def check_timeout(self, now: float) -> None:
-        if self.deadline and now >= self.deadline and not self.closed:
+        """The server's once-a-tick sweep: close handshake, drain, keepalive pings."""
+        if self.closed:
+            return
+        if self.deadline and now >= self.deadline:
             self.transport.close()
+            return
+        if self.drain_at and now >= self.drain_at and not self.close_sent:
+            self._drain_close()
+        keepalive = self.keepalive
+        if keepalive is None or self.close_sent:
+            return
+        if keepalive.timed_out(now):
+            logger.debug("WebSocket client %s did not answer a ping in time: closing", self.scope.get("client"))
+            self._deliver_disconnect(1006, "keepalive ping timeout")
+            self._close(1011, "keepalive ping timeout")
+            self.transport.close()
+            return
+        payload = keepalive.ping_due(now)
+        if payload is not None:
+            self.transport.write(encode_frame(PING, payload))
+
+    def _frame(self, opcode: int, payload: bytes) -> bytes:
+        """A data message as one frame, compressed when permessage-deflate is on (RFC 7692 §6)."""
+        deflate = self.deflate
+        if deflate is None:
+            return encode_frame(opcode, payload)
+        return encode_frame(opcode, deflate.compress(payload), rsv1=True)
 
 
 def websocket_scope(http_scope: dict[str, Any]) -> dict[str, Any]:

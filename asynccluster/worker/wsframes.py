@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Callable
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 MAX_MESSAGE = 16 * 1024 * 1024  # bytes of one (reassembled) message; larger: close 1009
@@ -45,10 +46,11 @@ def valid_key(key: bytes | None) -> bool:
         return False
 
 
-def encode_frame(opcode: int, payload: bytes) -> bytes:
-    """One unmasked, final frame (servers never mask, RFC 6455 §5.1)."""
+def encode_frame(opcode: int, payload: bytes, rsv1: bool = False) -> bytes:
+    """One unmasked, final frame (servers never mask, RFC 6455 §5.1); ``rsv1`` marks a
+    compressed message (RFC 7692 §6)."""
     length = len(payload)
-    first = 0x80 | opcode
+    first = 0xC0 | opcode if rsv1 else 0x80 | opcode
     if length < 126:
         header = bytes((first, length))
     elif length < 65536:
@@ -93,6 +95,10 @@ class FrameReader:
         self._fragments: list[bytes] = []
         self._fragment_opcode = 0
         self._fragment_size = 0
+        # permessage-deflate negotiated (wsdeflate.py): RSV1 may mark a message's first frame,
+        # whose reassembled payload this inflates (RFC 7692 §6.1).
+        self.inflate: Callable[[bytes], bytes] | None = None
+        self._fragment_compressed = False
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """(opcode, payload) of every complete message or control frame in the buffer."""
@@ -103,17 +109,17 @@ class FrameReader:
             frame = self._next_frame()
             if frame is None:
                 return out
-            fin, opcode, payload = frame
-            message = self._assemble(fin, opcode, payload)
+            fin, opcode, payload, compressed = frame
+            message = self._assemble(fin, opcode, payload, compressed)
             if message is not None:
                 out.append(message)
 
-    def _next_frame(self) -> tuple[bool, int, bytes] | None:
+    def _next_frame(self) -> tuple[bool, int, bytes, bool] | None:
         buffer = self.buffer
         if len(buffer) < 2:
             return None
         first, second = buffer[0], buffer[1]
-        if first & 0x70:
+        if first & 0x70 and (first & 0x70 != 0x40 or self.inflate is None):
             raise WebSocketError(1002, "reserved bits set (no extension was negotiated)")
         if not second & 0x80:
             raise WebSocketError(1002, "client frames must be masked")
@@ -145,9 +151,11 @@ class FrameReader:
         mask = bytes(buffer[position : position + 4])
         payload = unmask(bytes(buffer[position + 4 : end]), mask)
         del buffer[:end]
-        return bool(first & 0x80), opcode, payload
+        return bool(first & 0x80), opcode, payload, bool(first & 0x40)
 
-    def _assemble(self, fin: bool, opcode: int, payload: bytes) -> tuple[int, bytes] | None:
+    def _assemble(self, fin: bool, opcode: int, payload: bytes, compressed: bool) -> tuple[int, bytes] | None:
+        if compressed and (opcode >= 0x8 or opcode == CONTINUATION):
+            raise WebSocketError(1002, "RSV1 set on a control or continuation frame")  # RFC 7692 §6.1
         if opcode >= 0x8:
             return opcode, payload  # control frames may arrive between fragments
         if opcode == CONTINUATION:
@@ -157,14 +165,19 @@ class FrameReader:
             raise WebSocketError(1002, "new message before the fragmented one was finished")
         else:
             self._fragment_opcode = opcode
+            self._fragment_compressed = compressed
         self._fragments.append(payload)
         self._fragment_size += len(payload)
         if self._fragment_size > self.max_message:
             raise WebSocketError(1009, "message too big")
         if not fin:
             return None
-        message = (self._fragment_opcode, b"".join(self._fragments))
+        data = b"".join(self._fragments)
+        opcode = self._fragment_opcode
         self._fragments = []
         self._fragment_opcode = 0
         self._fragment_size = 0
-        return message
+        if self._fragment_compressed and self.inflate is not None:
+            self._fragment_compressed = False
+            data = self.inflate(data)
+        return opcode, data

@@ -178,15 +178,18 @@ async def test_handshake_after_pipelined_request_and_invalid_key(start_server: S
     assert response.status == 400
 
 
-async def test_drain_closes_websockets_with_1001(start_server: StartServer) -> None:
+async def test_drain_closes_websockets_with_1012(start_server: StartServer) -> None:
+    """Issue 13: 1012 (service restart), after --ws-drain-grace (0 here); the app is told."""
     events: list[Any] = []
-    running = await start_server(echo_app(events))
+    running = await start_server(echo_app(events), ws_drain_grace=0.0)
     reader, writer, _ = await open_ws(running)
     await wait_for(lambda: running.server.connection_count() == 1, what="session registered")
     drain = asyncio.create_task(running.server.drain(5.0))
     opcode, payload = await read_frame(reader)
-    assert (opcode, int.from_bytes(payload[:2], "big")) == (0x8, 1001)
-    writer.write(client_frame(0x8, (1001).to_bytes(2, "big")))
+    assert (opcode, int.from_bytes(payload[:2], "big")) == (0x8, 1012)
+    await wait_for(lambda: bool(events) and events[-1]["type"] == "websocket.disconnect", what="disconnect")
+    assert events[-1]["code"] == 1012
+    writer.write(client_frame(0x8, (1012).to_bytes(2, "big")))
     assert await read_until_closed(reader) == b""
     assert await drain == 0
     writer.close()
