@@ -30,6 +30,7 @@ from asynccluster.settingtypes import (
     non_negative_int,
     parse_access_log_format,
     parse_bool,
+    parse_cron,
     parse_duration,
     parse_fd,
     parse_host_port,
@@ -163,6 +164,14 @@ class Config:
     )
     max_memory: int = setting(
         0, "Recycle a worker whose RSS exceeds this size, e.g. 512M (0: never).", parse=parse_size, group="cluster"
+    )
+    restart_cron: str = setting(
+        "",
+        "Rolling restart of every worker on this cron schedule, e.g. '0 3 * * *' (local time; like pm2's "
+        "cron_restart).",
+        parse=parse_cron,
+        group="cluster",
+        metavar="CRON",
     )
     max_workers: int = setting(
         0,

@@ -88,6 +88,27 @@ def parse_duration(text: str) -> float:
     return value
 
 
+def parse_cron(text: str) -> str:
+    """A 5-field cron expression (``0 3 * * *``), checked with the cronsim library; '' for none
+    (issue 11: --restart-cron)."""
+    cleaned = " ".join(text.split())
+    if not cleaned:
+        return ""
+    from datetime import datetime
+
+    from cronsim import CronSim, CronSimError
+
+    try:
+        next(CronSim(cleaned, datetime.now().astimezone()))
+    except CronSimError as exc:
+        raise ValueError(
+            f"expected a 5-field cron expression like '0 3 * * *' (minute hour day month weekday), got {text!r}: {exc}"
+        ) from None
+    except StopIteration:
+        raise ValueError(f"the cron expression {text!r} never matches a date") from None
+    return cleaned
+
+
 def parse_workers(text: str) -> int | str:
     if text.strip().lower() == "auto":
         return "auto"

@@ -145,6 +145,9 @@ class Cluster:
         else:
             if close is not None:
                 closers.append(close)
+        close = await start_hook("asynccluster.master.cron", "start_cron", supervisor, self.config)
+        if close is not None:  # --restart-cron (issue 11)
+            closers.append(close)
         if self.config.admin:
             try:
                 close = await start_hook("asynccluster.observe.admin", "start_admin", supervisor, self.config)
