@@ -271,7 +271,7 @@ def merge_by_slot(workers: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         entry["incarnations"] += 1
         entry["ready"] = entry["ready"] or worker.get("state") == "ready"
         entry["restarts"] = max(entry["restarts"], int(worker.get("restarts") or 0))
-        for key in ("requests", "in_flight", "connections"):
+        for key in ("requests", "in_flight", "connections", "access_log_dropped"):
             entry[key] += int(stats.get(key) or 0)
         for code, count in (stats.get("status") or {}).items():
             entry["status"][str(code)] = entry["status"].get(str(code), 0) + int(count)
@@ -293,6 +293,7 @@ def _empty_slot() -> dict[str, Any]:
         "requests": 0,
         "in_flight": 0,
         "connections": 0,
+        "access_log_dropped": 0,
         "status": {},
         "latency_counts": list(EMPTY_HISTOGRAM),
         "latency_sum": 0.0,

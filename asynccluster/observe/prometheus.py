@@ -86,6 +86,12 @@ _PER_WORKER: tuple[tuple[str, str, str, str], ...] = (
     ("requests_total", "counter", "Responses completed by the worker.", "requests"),
     ("requests_in_flight", "gauge", "Requests started whose response is not finished.", "in_flight"),
     ("connections", "gauge", "Open client connections.", "connections"),
+    (
+        "access_log_dropped_total",
+        "counter",
+        "Access-log lines dropped because the log's reader did not keep up (issue 16).",
+        "access_log_dropped",
+    ),
     ("event_loop_lag_seconds", "gauge", "How late the worker's event loop ran its last heartbeat timer.", "loop_lag"),
     ("worker_resident_memory_bytes", "gauge", "Resident set size of the worker process.", "rss"),
     ("worker_cpu_seconds_total", "counter", "User and system CPU time of the worker process.", "cpu"),
@@ -108,6 +114,7 @@ def render(status: dict[str, Any]) -> str:
     _accept_queue(out, status)
     for metric in merge_app_metrics(slots):
         _app_metric(out, metric)
+    _error_groups(out, status)
     return out.text()
 
 
@@ -157,6 +164,18 @@ def _app_metric(out: Exposition, metric: AppMetric) -> None:
     out.family(name, kind, metric.help or f"{metric.name} (set by the app)")
     for (slot, values), value in sorted(metric.samples.items()):
         out.sample(name, {"worker": slot, **dict(zip(metric.labels, values, strict=True))}, value)
+
+
+def _error_groups(out: Exposition, status: dict[str, Any]) -> None:
+    """Unhandled app exceptions by group (issue 15; at most 100 groups: bounded cardinality)."""
+    groups = status.get("error_groups")
+    if not isinstance(groups, list):
+        return
+    name = PREFIX + "app_errors_total"
+    out.family(name, "counter", "Unhandled app exceptions (500s), by group: type and app frame (asynccluster errors).")
+    for group in groups:
+        labels = {"group": str(group.get("id")), "type": str(group.get("type")), "frame": str(group.get("frame"))}
+        out.sample(name, labels, group.get("count", 0))
 
 
 def is_ready(status: dict[str, Any]) -> bool:

@@ -22,6 +22,7 @@ _FIRST_BUCKET = LATENCY_BUCKETS[0]
 class WorkerStats:
     __slots__ = (
         "connections",
+        "dropped_log_lines",
         "in_flight",
         "latency_counts",
         "latency_sum",
@@ -43,6 +44,9 @@ class WorkerStats:
         # is called once, when the N-th response completes.
         self.request_limit = 0
         self.on_limit: Callable[[], None] | None = None
+        # Access-log lines dropped because the log's reader fell behind (issue 16): read from
+        # the access log's queue at each heartbeat, not counted on the hot path here.
+        self.dropped_log_lines: Callable[[], int] | None = None
 
     def record_response(self, status: int, seconds: float) -> None:
         """One finished response: its status and the time from request head to last byte."""
@@ -67,4 +71,5 @@ class WorkerStats:
             "status": {str(code): n for code, n in self.status_counts.items()},
             "latency_counts": list(self.latency_counts),
             "latency_sum": self.latency_sum,
+            "access_log_dropped": self.dropped_log_lines() if self.dropped_log_lines is not None else 0,
         }

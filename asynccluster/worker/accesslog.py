@@ -40,8 +40,8 @@ from typing import Any
 from urllib.parse import quote
 
 from asynccluster.config import Config
-from asynccluster.logs import line_writer
 from asynccluster.settingtypes import ACCESS_LOG_SAMPLE
+from asynccluster.worker.logqueue import LineQueue, queued_line_writer
 
 ACCESS_LOGGER = "asynccluster.access"
 DEFAULT_FORMAT: str = Config.access_log_format  # declared once, in Config
@@ -69,13 +69,21 @@ def quoted_query(query: bytes) -> str:
 
 
 class AccessLog:
-    __slots__ = ("_logger", "_write", "fmt", "worker")
+    __slots__ = ("_logger", "_queue", "_write", "fmt", "worker")
 
     def __init__(self, fmt: str, worker_id: int | None = None) -> None:
         self._logger = logging.getLogger(ACCESS_LOGGER)
         self.fmt = checked_format(fmt)
         self.worker: Any = "-" if worker_id is None else worker_id
-        self._write: Callable[[dict[str, Any]], None] | None = line_writer(self._logger, self.fmt)
+        # Lines go through a bounded queue to a writer thread: the loop never waits for the
+        # log's reader; when it falls behind, lines are dropped and counted (issue 16).
+        self._queue: LineQueue | None = queued_line_writer(self._logger, self.fmt)
+        self._write: Callable[[dict[str, Any]], None] | None = self._queue
+
+    @property
+    def dropped(self) -> int:
+        """Lines dropped because the log's reader did not keep up (0 when logging records)."""
+        return self._queue.dropped if self._queue is not None else 0
 
     def log(
         self,

@@ -92,6 +92,9 @@ class Server:
                 worker_id=self.worker_id,
                 tick=tick_interval(self.config),
             )
+            access_log = self._state.access_log
+            if access_log is not None:  # its drop count rides in the heartbeat (issue 16)
+                self.stats.dropped_log_lines = lambda: access_log.dropped
         return self._state
 
     # ------------------------------------------------------------ lifecycle
