@@ -15,9 +15,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-import traceback
 from collections.abc import Callable
 from typing import Any
+
+from asynccluster.tracebacks import last_frames
 
 
 class AppImportError(Exception):
@@ -132,9 +133,6 @@ def _call_factory(obj: Any, spec: str, *, detected: bool = False) -> Any:
 
 
 def _last_frame(exc: BaseException) -> str:
-    """The innermost frame of the error: where to look, without the importlib noise."""
-    frames = [frame for frame in traceback.extract_tb(exc.__traceback__) if not frame.filename.startswith("<frozen")]
-    if not frames:
-        return ""
-    last = frames[-1]
-    return f"  at {last.filename}:{last.lineno} in {last.name}: {last.line or ''}".rstrip()
+    """The last frames of the error: where to look, without the importlib noise (issue 11:
+    the innermost frame alone is often in the stdlib, the app's own call is one above)."""
+    return last_frames(exc)

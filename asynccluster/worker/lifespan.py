@@ -24,6 +24,7 @@ import contextvars
 import logging
 from typing import Any
 
+from asynccluster.tracebacks import last_frames, summarise
 from asynccluster.worker.asgi2 import ASGIApp
 from asynccluster.worker.compat import create_task_in
 
@@ -71,7 +72,9 @@ class Lifespan:
             logger.debug("lifespan startup complete")
             return
         if reply["type"] == "lifespan.startup.failed":
-            raise LifespanFailure(f"lifespan startup failed: {reply.get('message') or '(no message)'}")
+            # The message first, then the last frames (a framework may send a whole traceback).
+            said = summarise(str(reply.get("message") or "")) or "(no message)"
+            raise LifespanFailure(f"lifespan startup failed: {said}")
         self._unsupported_or_failed(reply)
 
     async def shutdown(self) -> None:
@@ -107,6 +110,8 @@ class Lifespan:
             return
         if exc is not None:
             logger.error("lifespan startup failed", exc_info=exc)
+            if not isinstance(exc, asyncio.CancelledError):
+                reason += "\n" + last_frames(exc)  # where, not only what (issue 11 item 7)
         raise LifespanFailure(f"lifespan startup failed: the app {reason}")
 
     def _unsupported(self, reply: dict[str, Any]) -> bool:

@@ -87,7 +87,9 @@ async def test_exception_after_taking_startup_is_fatal_in_auto_mode(caplog: pyte
     server = Server(Config(lifespan="auto"), lifespan_app([], raise_startup=True))
     with caplog.at_level(logging.ERROR), pytest.raises(LifespanFailure) as failure:
         await server.startup()
-    assert str(failure.value) == "lifespan startup failed: the app raised RuntimeError: database unreachable"
+    first, where = str(failure.value).split("\n")  # the message, then where it was raised (issue 11)
+    assert first == "lifespan startup failed: the app raised RuntimeError: database unreachable"
+    assert where.startswith(f"  at {__file__}:") and where.endswith('raise RuntimeError("database unreachable")')
     assert "Traceback" in caplog.text and "database unreachable" in caplog.text
     assert not server.lifespan.supported
 
