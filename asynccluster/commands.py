@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from asynccluster import exitcodes, logscmd
+from asynccluster import diagnose_commands, exitcodes, logscmd
 from asynccluster.cli import add_setting_arguments, config_from_args
 from asynccluster.config import Config, ConfigError
 from asynccluster.master.control import (
@@ -187,8 +187,18 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     with connect(args) as client:
         view = client.request("status")
-    print(json.dumps(view, default=str) if args.json else fmt.status_text(view))
+    print(json.dumps(view, default=str) if args.json else fmt.status_text(view, output_width()))
     return exitcodes.OK
+
+
+def output_width() -> int:
+    """The terminal's width when stdout is one, else 100 columns (issue 11: status fits 100)."""
+    try:
+        if os.isatty(sys.stdout.fileno()):
+            return os.get_terminal_size(sys.stdout.fileno()).columns or fmt.STATUS_WIDTH
+    except (OSError, ValueError, AttributeError):
+        pass
+    return fmt.STATUS_WIDTH
 
 
 def operation_failed(result: dict[str, Any]) -> bool:
@@ -350,6 +360,7 @@ def add_subcommands(subparsers: Any) -> None:
 
     parser = logscmd.add_logs_parser(subparsers, _common)
     parser.set_defaults(func=_guard(cmd_logs))
+    diagnose_commands.add_parsers(subparsers, _common, _guard, connect)  # errors/slow/memory/profile (issue 15)
 
 
 def _guard(command: Any) -> Any:

@@ -6,8 +6,11 @@ same numbers are shown by the table, by ``--json`` and by the admin ``/status``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
+
+from asynccluster.observe.columns import Layout, fit_table, wrap_fields
 
 MISSING = "-"
 
@@ -139,6 +142,17 @@ def last_exit(value: Any) -> str:
     return str(value)
 
 
+# What gives way when ``status`` is narrower than the table (issue 11 item 7): the last exit
+# is cut first, then these columns go, least useful first. --json always has everything.
+STATUS_LAYOUT = Layout(
+    drop=("CONNS", "IN-FLIGHT", "LOOP LAG", "REQUESTS", "UPTIME", "CPU", "RSS", "REQ/S", "RESTARTS"),
+    flexible=(("LAST EXIT", 20),),
+    right=frozenset(STATUS_HEADERS[i] for i in STATUS_RIGHT),
+)
+STATUS_WIDTH = 100  # when stdout is not a terminal
+_OWN_NAME = re.compile(r"^worker \d+ \(pid \d+, incarnation \d+\) (exited with )?")
+
+
 def worker_cells(worker: dict[str, Any]) -> list[str]:
     return [
         count(worker.get("slot")),
@@ -146,7 +160,7 @@ def worker_cells(worker: dict[str, Any]) -> list[str]:
         str(worker.get("state") or MISSING),
         duration(worker.get("uptime")),
         count(worker.get("restarts", 0)),
-        last_exit(worker.get("last_exit")),
+        _OWN_NAME.sub("", last_exit(worker.get("last_exit"))),  # the row already says which worker
         count(worker.get("requests")),
         rate(worker.get("req_per_s")),
         count(worker.get("in_flight")),
@@ -157,7 +171,8 @@ def worker_cells(worker: dict[str, Any]) -> list[str]:
     ]
 
 
-def status_text(view: dict[str, Any]) -> str:
+def status_text(view: dict[str, Any], width: int = STATUS_WIDTH) -> str:
+    """The status page, no line wider than ``width`` (issue 11: it fits 100 columns)."""
     totals = view.get("totals") or {}
     queue = view.get("accept_queue") or {}
     lines = [
@@ -165,21 +180,30 @@ def status_text(view: dict[str, Any]) -> str:
         f"up {duration(view.get('uptime'))})",
         f"app      {view.get('app') or MISSING}",
         f"address  {address(view.get('address'))}  listener {view.get('listener') or MISSING}",
-        f"workers  {totals.get('workers_ready', 0)}/{totals.get('workers_total', 0)} ready, "
-        f"{totals.get('requests', 0)} requests, {rate(totals.get('req_per_s'))} req/s, "
-        f"{totals.get('in_flight', 0)} in flight, {totals.get('connections', 0)} connections",
     ]
+    lines += wrap_fields(
+        "workers  ",
+        [
+            f"{totals.get('workers_ready', 0)}/{totals.get('workers_total', 0)} ready",
+            f"{totals.get('requests', 0)} requests",
+            f"{rate(totals.get('req_per_s'))} req/s",
+            f"{totals.get('in_flight', 0)} in flight",
+            f"{totals.get('connections', 0)} connections",
+        ],
+        width,
+    )
     if queue:
-        depths = ", ".join(f"slot {slot}: {count(depth)}" for slot, depth in sorted(queue.items(), key=_slot_key))
-        lines.append(f"queue    accept-queue depth {depths}")
+        depths = [f"slot {slot}: {count(depth)}" for slot, depth in sorted(queue.items(), key=_slot_key)]
+        depths[0] = "accept-queue depth " + depths[0]
+        lines += wrap_fields("queue    ", depths, width)
     if view.get("admin"):
         lines.append(f"admin    http://{view['admin']}/metrics")
     if view.get("log_file"):
         lines.append(f"log      {view['log_file']}")
     workers = sorted(view.get("workers", []), key=lambda w: (w.get("slot", 0), w.get("incarnation", 0)))
     lines.append("")
-    lines.extend(table(STATUS_HEADERS, [worker_cells(w) for w in workers], right=STATUS_RIGHT))
-    return "\n".join(lines)
+    lines.extend(fit_table(STATUS_HEADERS, [worker_cells(w) for w in workers], STATUS_LAYOUT, width))
+    return "\n".join(line[:width] for line in lines)
 
 
 def _slot_key(item: tuple[Any, Any]) -> tuple[int, str]:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
 
 from asynccluster.observe import format as fmt
+from asynccluster.observe.columns import Layout, fit_table, wrap_fields
 
 SPARKS = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 20
@@ -52,13 +53,23 @@ TOP_HEADERS = ("SLOT", "PID", "STATE", "REQ/S", "HISTORY", "P50", "P99", "LAG", 
 TOP_RIGHT = frozenset({0, 1, 3, 5, 6, 7, 8, 9, 10})
 
 
-def worker_row(worker: dict[str, Any]) -> list[str]:
+# Narrow terminals (issue 11 item 7): the history gets what is left, at most MAX_SPARK and
+# at least MIN_SPARK characters (else it goes), then these columns go, least useful first.
+TOP_LAYOUT = Layout(
+    drop=("HISTORY", "P50", "LAG", "RESTARTS", "CPU", "RSS", "P99"),
+    right=frozenset(TOP_HEADERS[i] for i in TOP_RIGHT),
+)
+MIN_SPARK, MAX_SPARK = 8, 40
+FOOTER = "q or Ctrl-C: quit"
+
+
+def worker_row(worker: dict[str, Any], spark_width: int = SPARK_WIDTH) -> list[str]:
     return [
         fmt.count(worker.get("slot")),
         fmt.count(worker.get("pid")),
         str(worker.get("state") or fmt.MISSING),
         fmt.rate(worker.get("req_per_s")),
-        sparkline(worker.get("req_history") or []),
+        sparkline(worker.get("req_history") or [], spark_width) if spark_width > 0 else "",
         fmt.millis(worker.get("latency_p50")),
         fmt.millis(worker.get("latency_p99")),
         fmt.millis(worker.get("loop_lag")),
@@ -69,20 +80,51 @@ def worker_row(worker: dict[str, Any]) -> list[str]:
 
 
 def render_frame(view: dict[str, Any], width: int = 120, height: int = 40) -> list[str]:
-    """The lines of one refresh, cut to the terminal's size."""
+    """The lines of one refresh, fitted to the terminal: at most ``height`` lines of at most
+    ``width`` characters; columns give way on narrow terminals, workers that do not fit are
+    counted on a last line (issue 11 item 7)."""
     totals = view.get("totals") or {}
-    header = (
-        f"asynccluster top  {view.get('name')}  master {view.get('pid')}  {view.get('state')}  "
-        f"up {fmt.duration(view.get('uptime'))}  workers {totals.get('workers_ready', 0)}/"
-        f"{totals.get('workers_total', 0)}  {fmt.rate(totals.get('req_per_s'))} req/s  "
-        f"{totals.get('in_flight', 0)} in flight"
-    )
+    header = wrap_fields(
+        "",
+        [
+            f"asynccluster top  {view.get('name')}", f"master {view.get('pid')}", str(view.get("state")),
+            f"up {fmt.duration(view.get('uptime'))}",
+            f"workers {totals.get('workers_ready', 0)}/{totals.get('workers_total', 0)}",
+            f"{fmt.rate(totals.get('req_per_s'))} req/s", f"{totals.get('in_flight', 0)} in flight",
+        ],
+        width,
+        sep="  ",
+    )  # fmt: skip
     workers = sorted(view.get("workers", []), key=lambda w: (w.get("slot", 0), w.get("incarnation", 0)))
-    lines = [header, f"address {fmt.address(view.get('address'))}  listener {view.get('listener') or '-'}", ""]
-    lines += fmt.table(TOP_HEADERS, [worker_row(w) for w in workers], right=TOP_RIGHT)
+    lines = [*header, f"address {fmt.address(view.get('address'))}  listener {view.get('listener') or '-'}", ""]
+    room = max(1, height - len(lines) - 3)  # the table's header row, a blank line, the footer
+    shown = workers if len(workers) <= room else workers[: max(0, room - 1)]
+    spark = _spark_width(shown, width)
+    rows = [worker_row(w, spark) for w in shown]
+    headers: list[str] = list(TOP_HEADERS)
+    if not spark:  # no room for a useful history
+        headers, rows = _without(headers, HISTORY), [_without(row, HISTORY) for row in rows]
+    lines += fit_table(headers, rows, TOP_LAYOUT, width)
+    if len(shown) < len(workers):
+        lines.append(f"... {len(workers) - len(shown)} more workers (a taller terminal, or asynccluster status)")
     lines = lines[: max(1, height - 2)]
-    lines += ["", "q or Ctrl-C: quit"]
-    return [line[:width] for line in lines]
+    lines += ["", FOOTER]
+    return [line[:width] for line in lines][-height:] if height > 2 else [FOOTER[:width]]
+
+
+def _spark_width(workers: list[dict[str, Any]], width: int) -> int:
+    """What the HISTORY column can have once the other columns are laid out."""
+    rows = [_without(worker_row(w, 0), HISTORY) for w in workers]
+    others = fit_table(_without(list(TOP_HEADERS), HISTORY), rows, Layout(), 10_000)[0] if rows else ""
+    spare = width - len(others) - 2
+    return min(MAX_SPARK, spare) if spare >= MIN_SPARK else 0
+
+
+HISTORY = TOP_HEADERS.index("HISTORY")
+
+
+def _without(cells: list[str], index: int) -> list[str]:
+    return cells[:index] + cells[index + 1 :]
 
 
 # ---------------------------------------------------------------- the terminal

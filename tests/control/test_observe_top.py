@@ -31,7 +31,7 @@ def test_frame_has_a_row_per_worker_and_fits_the_terminal() -> None:
     assert "1000" in text and "1001" in text  # both worker pids
     assert "▃▆█" in text
     assert text.splitlines()[-1].startswith("q or Ctrl-C")
-    assert len(top.render_frame(view, width=200, height=5)) <= 7
+    assert len(top.render_frame(view, width=200, height=5)) <= 5
 
 
 def test_json_mode_prints_one_object_per_refresh() -> None:
