@@ -349,6 +349,21 @@ class Config:
         parse=parse_access_log_format,
         group="logging",
     )
+    slow_request_threshold: float = setting(
+        0.0,
+        "Log requests slower than this many milliseconds (with their timing; 'asynccluster slow' lists "
+        "them); 0 turns it off. At most 10 such lines per worker per 10 s.",
+        parse=non_negative_float,
+        group="logging",
+        metavar="MS",
+    )
+    slow_request_stacks: bool = setting(
+        False,
+        "With --slow-request-threshold: also record the await chain of each slow request while it is still "
+        "running (where the time went).",
+        parse=parse_bool,
+        group="logging",
+    )
 
     # Control and metrics
     admin: str = setting(

@@ -233,6 +233,9 @@ class ControlServer:
             "stop": self.stop,
             "logs": self.logs,
         }
+        from asynccluster.master.diagnose import control_handlers  # (it imports ControlError from here)
+
+        self._handlers.update(control_handlers(supervisor, name))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -53,4 +53,6 @@ def cluster_status(supervisor: Supervisor) -> dict[str, Any]:
         "log_file": os.path.abspath(supervisor.config.log_file) if supervisor.config.log_file else None,
         "workers": workers,
         "accept_queue": queues,
+        # Grouped app exceptions without their tracebacks (issue 15): Prometheus and the dashboard.
+        "error_groups": supervisor.diagnostics.errors.counts() if hasattr(supervisor, "diagnostics") else [],
     }

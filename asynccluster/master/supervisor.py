@@ -30,6 +30,7 @@ from asynccluster import exitcodes, logs
 from asynccluster.config import Config
 from asynccluster.cpus import usable_cpus
 from asynccluster.master import operations, sdnotify
+from asynccluster.master.diagnose import Diagnostics
 from asynccluster.master.policy import (
     Timing,
     draw_recycle_limits,
@@ -116,6 +117,7 @@ class Supervisor:
         self._callbacks: set[asyncio.Future[Any]] = set()  # async event callbacks: allowed to finish
         self.watchdog = Watchdog(config, self.timing, clock, lambda: self.loop)
         self.events = EventRing()  # the lifecycle timeline the dashboard shows (issue 12)
+        self.diagnostics = Diagnostics(self)  # grouped errors, slow requests, measurements (issue 15)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -261,6 +263,8 @@ class Supervisor:
                 self._maybe_recycle(handle, str(message.get("reason") or "requested by the worker"))
         elif kind == "phase":
             handle.phase = str(message.get("phase", ""))
+        elif kind in ("errors", "diagnose-result"):
+            self.diagnostics.on_message(handle, message)
         elif kind == "stopping":
             handle.reason = str(message.get("reason", ""))
             if message.get("draining") and handle.state != EXITED:

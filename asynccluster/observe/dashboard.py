@@ -9,6 +9,7 @@ Routes (observe/admin.py hands them over after reading the request head):
   points, the timeline, the recent log lines, the worker table), then a ``frame`` a second
   with the new point, the table and whatever timeline events and log lines are new.
 - ``GET /api/state``: the snapshot as JSON; ``GET /api/clusters``: this user's clusters.
+- ``GET /api/errors``: the grouped app exceptions with one traceback each (issue 15).
 - ``POST /api/reload``, ``POST /api/scale`` (``{"count": "N" | "+N" | "-N"}``),
   ``POST /api/restart`` (``{"slot": N}``): the supervisor's own verbs, the ones the control
   socket and the signals call; guarded by observe/guard.py (token + same origin).
@@ -173,6 +174,9 @@ class Dashboard:
             return json_response(200, self.snapshot())
         if path == "/api/clusters":
             return json_response(200, await self.peers.discover())
+        if path == "/api/errors":  # grouped app exceptions (issue 15; master/diagnose.py)
+            diagnostics = getattr(self.supervisor, "diagnostics", None)
+            return json_response(200, diagnostics.error_report() if diagnostics is not None else {"groups": []})
         return error(404, "not found")
 
     async def action(self, name: str, method: str, headers: dict[str, str], reader: asyncio.StreamReader) -> Response:

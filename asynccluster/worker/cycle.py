@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from asynccluster.http.errors import ResponseError
 from asynccluster.worker.compat import start_task
+from asynccluster.worker.diagnose import record_error
 from asynccluster.worker.flow import BODY, BODY_HIGH_WATER, FLUSH_THRESHOLD
 
 if TYPE_CHECKING:
@@ -176,6 +177,7 @@ class Cycle:
             logger.warning("request cancelled: %s", self._what())
         else:
             logger.error("Exception in ASGI app for %s", self._what(), exc_info=exc)
+            record_error(exc, self.scope)  # grouped for `asynccluster errors` (issue 15)
         if self.disconnected:
             return
         if not self.response_started:

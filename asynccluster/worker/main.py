@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from asynccluster.master.channel import Channel, Message
     from asynccluster.master.spawner import WorkerArgs
     from asynccluster.observe.stats import WorkerStats
+    from asynccluster.worker.diagnose import Diagnostics
 
 logger = logging.getLogger("asynccluster.worker")
 
@@ -224,6 +225,7 @@ class WorkerRuntime:
         self.stop_future: asyncio.Future[tuple[float, str]] = loop.create_future()
         self.stats: WorkerStats | None = None
         self.channel: Channel | None = None
+        self.diagnostics: Diagnostics | None = None  # issue 15: errors, slow requests, measurements
 
     async def run(self) -> int:
         from asynccluster.importer import AppImportError, load_app
@@ -267,6 +269,11 @@ class WorkerRuntime:
         if self.stop_future.done():  # told to stop while starting: nothing was served yet
             await server.shutdown()
             return exitcodes.OK
+        from asynccluster.worker import diagnose
+
+        self.diagnostics = diagnose.install(
+            self.loop, self.send, server, self.config.slow_request_threshold, self.config.slow_request_stacks
+        )
         await server.start_serving([self.args.listen_sock])
         self.send({"type": "ready", "pid": os.getpid()})
         self.send_heartbeat(0.0)
@@ -282,6 +289,7 @@ class WorkerRuntime:
         await server.shutdown()  # heartbeats go on meanwhile: a slow shutdown is not a hang
         heartbeat.cancel()
         logger.info("stopped%s", f" ({forced} connections force-closed)" if forced else "")
+        diagnose.flush()  # the last errors and slow requests, before the channel closes
         # The last word to the master: it logs the count on this worker's exit line (issue 4).
         self.send({"type": "stopping", "reason": reason, "draining": True, "forced": forced})
         self.close_channel()
@@ -338,6 +346,8 @@ class WorkerRuntime:
             self.request_stop(timeout, str(message.get("reason") or "stop requested by the master"))
         elif kind == "dump-tasks":
             self.args.stacks_sock.sendall(format_tasks(asyncio.all_tasks(self.loop)).encode())
+        elif kind == "diagnose" and self.diagnostics is not None:
+            self.diagnostics.on_request(message)
         elif kind == "reopen-logs":
             from asynccluster.logs import reopen_log_files
 

@@ -323,6 +323,23 @@
     if (button) act("restart", { slot: Number(button.dataset.slot) }, button);
   });
 
+  // ------------------------------------------------------------ grouped errors (issue 15)
+
+  async function refreshErrors() {
+    try {
+      const report = await (await fetch("/api/errors", { cache: "no-store" })).json();
+      const rows = (report.groups || []).map((g) => {
+        const details = el("details", {}, el("summary", { textContent: g.message }), el("pre", { textContent: g.traceback }));
+        const cells = [String(g.count), g.type, details, g.frame, g.request, (g.workers || []).join(","), clock(g.last_seen)];
+        const tr = el("tr", {}, ...cells.map((c) => el("td", {}, c)));
+        tr.dataset.group = g.id;
+        return tr;
+      });
+      $("errors").tBodies[0].replaceChildren(...rows);
+      $("errors-total").textContent = report.total ? `${report.total} in ${rows.length} groups` : "none";
+    } catch (err) { /* the next refresh tries again */ }
+  }
+
   // ------------------------------------------------------------ other clusters of this user
 
   async function refreshClusters() {
@@ -339,4 +356,6 @@
   connect();
   refreshClusters();
   setInterval(refreshClusters, 15000);
+  refreshErrors();
+  setInterval(refreshErrors, 5000);
 })();

@@ -1,0 +1,143 @@
+"""The measurements a worker runs when the master asks (issue 15): memory and stack samples.
+
+``measure_memory``: tracemalloc is switched on for the measured window only (it slows every
+allocation and costs memory while on), with one frame per trace (the allocating line: what
+points at a leak, and the cheapest setting). Snapshot A is taken at half the window and B at
+its end; the answer is B's top allocation sites (memory allocated during the window and still
+alive) and the growth from A to B by line (what keeps growing while the worker serves: a
+leak). Then tracemalloc is stopped and its memory freed.
+
+``sample_stacks``: the stdlib sampler, used by ``asynccluster profile`` when py-spy is not
+installed: a thread reads the loop thread's frame stack (``sys._current_frames()``) ``rate``
+times a second and counts the distinct stacks (function level: name, file and first line).
+The loop thread is never stopped; the thread needs the GIL for a few microseconds per sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import time
+import tracemalloc
+from collections import Counter
+from typing import Any
+
+from asynccluster.worker.main import rss_bytes
+
+MAX_STACKS = 5000  # distinct stacks kept by the sampler; the rest are counted as "[other]"
+MAX_DEPTH = 128  # frames per sampled stack (innermost kept)
+_SKIP_FILES = (tracemalloc.__file__, __file__, "<frozen importlib._bootstrap>", "<unknown>")
+
+
+class DiagnoseError(Exception):
+    """A request the worker refuses, with the reason for the operator."""
+
+
+async def measure_memory(seconds: float, top: int) -> dict[str, Any]:
+    """``{seconds, rss_before, rss_after, traced, peak, overhead, top: [site], growth: [site]}``,
+    a site being ``{where: "file:line", size, count}`` (growth adds ``size_diff, count_diff``)."""
+    if tracemalloc.is_tracing():
+        raise DiagnoseError("tracemalloc is already on in this worker (the app or PYTHONTRACEMALLOC started it)")
+    rss_before = rss_bytes()
+    tracemalloc.start(1)
+    try:
+        await asyncio.sleep(seconds / 2)
+        first = tracemalloc.take_snapshot()
+        await asyncio.sleep(seconds / 2)
+        second = tracemalloc.take_snapshot()
+        traced, peak = tracemalloc.get_traced_memory()
+        overhead = tracemalloc.get_tracemalloc_memory()
+    finally:
+        tracemalloc.stop()
+    # Filtered once tracing is off: the filters' own allocations (fnmatch) are not measured.
+    first, second = _filtered(first), _filtered(second)
+    sites = second.statistics("lineno")[:top]
+    growth = [stat for stat in second.compare_to(first, "lineno") if stat.size_diff > 0][:top]
+    return {
+        "seconds": seconds,
+        "rss_before": rss_before,
+        "rss_after": rss_bytes(),
+        "traced": traced,
+        "peak": peak,
+        "overhead": overhead,
+        "top": [_site(stat.traceback, stat.size, stat.count) for stat in sites],
+        "growth": [
+            {**_site(stat.traceback, stat.size, stat.count), "size_diff": stat.size_diff, "count_diff": stat.count_diff}
+            for stat in growth
+        ],
+    }
+
+
+def _filtered(snapshot: tracemalloc.Snapshot) -> tracemalloc.Snapshot:
+    return snapshot.filter_traces([tracemalloc.Filter(False, name) for name in _SKIP_FILES])
+
+
+def _site(tb: tracemalloc.Traceback, size: int, count: int) -> dict[str, Any]:
+    frame = tb[0]
+    return {"where": f"{_relative(frame.filename)}:{frame.lineno}", "size": size, "count": count}
+
+
+def _relative(filename: str) -> str:
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:
+        return filename
+    return filename if relative.startswith("..") else relative
+
+
+# ---------------------------------------------------------------- the stdlib sampler
+
+
+async def sample_stacks(loop: asyncio.AbstractEventLoop, seconds: float, rate: float) -> dict[str, Any]:
+    """``{samples, rate, seconds, stacks: [[[frame, ...outermost first], count], ...]}``, a frame
+    being ``"function (file:first line)"``; sampled from a thread while the loop serves."""
+    target = threading.get_ident()  # we run on the loop thread
+    sampler = StackSampler(target, 1.0 / rate)
+    thread = threading.Thread(target=sampler.run, args=(seconds,), name="asynccluster-sampler", daemon=True)
+    thread.start()
+    await loop.run_in_executor(None, thread.join)
+    stacks = [[list(stack), count] for stack, count in sampler.counts.most_common()]
+    return {"samples": sampler.samples, "rate": rate, "seconds": seconds, "stacks": stacks}
+
+
+class StackSampler:
+    """Counts the distinct stacks of one thread, sampled every ``interval`` seconds."""
+
+    def __init__(self, thread_id: int, interval: float) -> None:
+        self.thread_id = thread_id
+        self.interval = interval
+        self.counts: Counter[tuple[str, ...]] = Counter()
+        self.samples = 0
+        self._names: dict[Any, str] = {}  # code object -> its frame name (formatted once)
+
+    def run(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        next_at = time.monotonic()
+        while True:
+            next_at += self.interval
+            now = time.monotonic()
+            if now >= deadline:
+                return
+            time.sleep(max(0.0, min(next_at, deadline) - now))
+            self.take()
+
+    def take(self) -> None:
+        frame = sys._current_frames().get(self.thread_id)
+        if frame is None:
+            return
+        names: list[str] = []
+        while frame is not None and len(names) < MAX_DEPTH:
+            code = frame.f_code
+            name = self._names.get(code)
+            if name is None:
+                name = self._names[code] = f"{code.co_name} ({_relative(code.co_filename)}:{code.co_firstlineno})"
+            names.append(name)
+            frame = frame.f_back
+        stack = tuple(reversed(names))
+        self.samples += 1
+        if stack in self.counts or len(self.counts) < MAX_STACKS:
+            self.counts[stack] += 1
+        else:
+            self.counts[("[other]",)] += 1

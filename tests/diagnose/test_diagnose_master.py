@@ -1,0 +1,117 @@
+"""The master's side (issue 15): which worker a measurement may target, worker reports merged,
+answers matched to their requests. Pure logic on real WorkerHandle/Slot objects."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from asynccluster.master.control import ControlError
+from asynccluster.master.diagnose import Diagnostics, control_handlers
+from asynccluster.master.process import DRAINING, READY, STARTING, WorkerHandle
+from asynccluster.master.supervisor import Slot
+
+
+def handle(slot: int, state: str, retire: str = "") -> WorkerHandle:
+    worker = WorkerHandle(slot=slot, incarnation=1, started_at=0.0, pid=1000 + slot, state=state)
+    worker.retire_reason = retire
+    return worker
+
+
+def diagnostics(*workers: WorkerHandle) -> Diagnostics:
+    slots = {w.slot: Slot(index=w.slot, current=w) for w in workers}
+    return Diagnostics(SimpleNamespace(slots=slots))  # type: ignore[arg-type]
+
+
+def test_target_is_the_ready_current_worker() -> None:
+    ready = handle(0, READY)
+    assert diagnostics(ready).target(0) is ready
+    assert diagnostics(ready).target("0") is ready
+
+
+@pytest.mark.parametrize(
+    ("worker", "message", "usage"),
+    [
+        (handle(1, DRAINING), "is draining", False),
+        (handle(1, READY, retire="scale down"), r"is draining \(scale down\)", False),
+        (handle(1, STARTING), "is starting, not ready yet", False),
+    ],
+)
+def test_target_refuses_a_worker_that_is_not_ready(worker: WorkerHandle, message: str, usage: bool) -> None:
+    with pytest.raises(ControlError, match=message) as caught:
+        diagnostics(handle(0, READY), worker).target(1)
+    assert caught.value.usage is usage
+
+
+@pytest.mark.parametrize("slot", [7, -1, "x", "٣", True, None, 1.5])
+def test_target_refuses_a_slot_that_does_not_exist_as_usage(slot: Any) -> None:
+    with pytest.raises(ControlError) as caught:
+        diagnostics(handle(0, READY)).target(slot)
+    assert caught.value.usage
+
+
+def test_reports_merge_and_answers_resolve_their_request() -> None:
+    async def scenario() -> dict[str, Any]:
+        worker = handle(0, READY)
+        diag = diagnostics(worker)
+        sent: list[dict[str, Any]] = []
+        worker.process = SimpleNamespace(send=lambda m: sent.append(m) or True)  # type: ignore[assignment]
+        asking = asyncio.ensure_future(diag.ask(worker, "memory", 0.1, top=3))
+        await asyncio.sleep(0)
+        assert sent[0]["type"] == "diagnose" and sent[0]["op"] == "memory" and sent[0]["top"] == 3
+        diag.on_message(worker, {"type": "diagnose-result", "id": 999, "ok": True, "result": {"stray": 1}})
+        diag.on_message(worker, {"type": "diagnose-result", "id": sent[0]["id"], "ok": True, "result": {"x": 1}})
+        diag.on_message(worker, {"type": "errors", "groups": [{"type": "E", "frame": "f", "count": 2}],
+                                 "slow": [{"request": "GET /s", "ms": 300.0}, "junk"], "dropped": 4})  # fmt: skip
+        report = await control_handlers(SimpleNamespace(diagnostics=diag), "c")["errors"]({})
+        slow = await control_handlers(SimpleNamespace(diagnostics=diag), "c")["slow"]({})
+        assert report["total"] == 2 and report["ungrouped"] == 4
+        assert slow["requests"] == [{"request": "GET /s", "ms": 300.0, "worker": 0, "pid": 1000}]
+        return await asking
+
+    assert asyncio.run(scenario()) == {"x": 1}
+
+
+def test_a_refusal_from_the_worker_is_a_control_error() -> None:
+    async def scenario() -> None:
+        worker = handle(0, READY)
+        diag = diagnostics(worker)
+        worker.process = SimpleNamespace(  # type: ignore[assignment]
+            send=lambda m: diag.on_message(worker, {"type": "diagnose-result", "id": m["id"], "ok": False,
+                                                    "error": "already running a memory measurement"}) or True
+        )  # fmt: skip
+        with pytest.raises(ControlError, match="already running"):
+            await diag.ask(worker, "memory", 0.1)
+        assert diag.pending == {}
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"slot": 0, "seconds": 0}, "--seconds"),
+        ({"slot": 0, "seconds": 1, "top": 99}, "--top"),
+    ],
+)
+def test_memory_arguments_checked_before_asking(args: dict[str, Any], message: str) -> None:
+    with pytest.raises(ControlError, match=message) as caught:
+        asyncio.run(diagnostics(handle(0, READY)).memory(args))
+    assert caught.value.usage
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"slot": 0, "seconds": 1, "out": "relative.svg"}, "absolute"),
+        ({"slot": 0, "seconds": 1, "out": "/no/such/dir/p.svg"}, "does not exist"),
+        ({"slot": 0, "seconds": 1, "out": "/tmp/p.svg", "format": "pdf"}, "--format"),
+        ({"slot": 0, "seconds": 1, "out": "/tmp/p.svg", "rate": 0}, "--rate"),
+    ],
+)
+def test_profile_arguments_checked_before_measuring(args: dict[str, Any], message: str) -> None:
+    with pytest.raises(ControlError, match=message):
+        asyncio.run(diagnostics(handle(0, READY)).profile(args))
