@@ -177,7 +177,7 @@ def command_run(args: argparse.Namespace) -> int:
         return exitcodes.USAGE
     from asynccluster.master.runner import run_cluster
 
-    return run_cluster(config)
+    return run_cluster(config, sources)
 
 
 def parse_args(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from asynccluster import diagnose_commands, exitcodes, logscmd
+from asynccluster import describecmd, diagnose_commands, exitcodes, logscmd
 from asynccluster.cli import add_setting_arguments, config_from_args
 from asynccluster.config import Config, ConfigError
 from asynccluster.master.control import (
@@ -33,6 +33,7 @@ from asynccluster.master.control import (
 )
 from asynccluster.observe import format as fmt
 from asynccluster.observe.top import run_top
+from asynccluster.progress import Progress
 
 CONNECT_TIMEOUT = 5.0
 STOP_EXIT_WAIT = 10.0  # after the master closed its sockets, how long we wait for its pid to go
@@ -223,13 +224,30 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     with connect(args) as client:
-        return report(args, client.request("reload", timeout=None))
+        return report(args, with_progress(args, lambda: client.request("reload", timeout=None)))
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
     check_scale_argument(args.count)
     with connect(args) as client:
-        return report(args, client.request("scale", timeout=None, count=args.count))
+        return report(args, with_progress(args, lambda: client.request("scale", timeout=None, count=args.count)))
+
+
+def with_progress(args: argparse.Namespace, operation: Any) -> Any:
+    """Run an operation, printing the workers started, ready and drained meanwhile (issue 11);
+    with --json, or against a master without the "events" request, just run it."""
+    if args.json:
+        return operation()
+    try:
+        watcher = connect(args)
+    except ControlError:
+        return operation()
+    with watcher:
+        try:
+            progress = Progress(watcher.request)
+        except ControlError:
+            return operation()
+        return progress.follow(operation)
 
 
 def check_scale_argument(text: str) -> None:
@@ -312,6 +330,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return logscmd.cmd_logs(args, connect)
 
 
+def cmd_describe(args: argparse.Namespace) -> int:
+    return describecmd.cmd_describe(args, connect, output_width)
+
+
 # ---------------------------------------------------------------- argparse
 
 
@@ -360,6 +382,9 @@ def add_subcommands(subparsers: Any) -> None:
 
     parser = logscmd.add_logs_parser(subparsers, _common)
     parser.set_defaults(func=_guard(cmd_logs))
+
+    parser = describecmd.add_describe_parser(subparsers, _common)
+    parser.set_defaults(func=_guard(cmd_describe))
     diagnose_commands.add_parsers(subparsers, _common, _guard, connect)  # errors/slow/memory/profile (issue 15)
 
 

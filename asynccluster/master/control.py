@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from asynccluster.master import logbuffer
+from asynccluster.master import describe, logbuffer
 from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
 from asynccluster.observe.streams import ACCEPT_BACKLOG, Connections, connection_cap
 
@@ -232,6 +232,8 @@ class ControlServer:
             "restart": self.restart,
             "stop": self.stop,
             "logs": self.logs,
+            "events": self.events,
+            "describe": self.describe,
         }
         from asynccluster.master.diagnose import control_handlers  # (it imports ControlError from here)
 
@@ -352,6 +354,20 @@ class ControlServer:
         """The log buffer's lines (master/logbuffer.py, issue 11), tagged with our name."""
         buffer = logbuffer.install()
         return {"cluster": self.name, **await logbuffer.query(buffer, args)}
+
+    async def events(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The supervisor's lifecycle events after ``after`` (a seq): reload/scale progress (issue 11)."""
+        ring = getattr(self.supervisor, "events", None)
+        if ring is None:
+            return {"items": [], "seq": 0}
+        after = args.get("after")
+        items = ring.since(after) if isinstance(after, int) and not isinstance(after, bool) else []
+        return {"items": items, "seq": ring.seq}
+
+    async def describe(self, args: dict[str, Any]) -> dict[str, Any]:
+        """One cluster in detail: settings and their origins, paths, restarts (issue 11)."""
+        view = self.monitor.view()
+        return describe.describe(self.supervisor, view, str(view.get("control_socket", "")))
 
     async def _timed(self, operation: Awaitable[Any]) -> dict[str, Any]:
         started = time.monotonic()

@@ -94,7 +94,7 @@ class LogBuffer(LogRing):
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(size)
-        self.ring = BoundedRing(size, max_bytes)
+        self.ring: BoundedRing = BoundedRing(size, max_bytes)
         self._relay = relay
         self._clock = clock
         self._pending: dict[tuple[int, str], bytes] = {}  # (pid, stream) -> an unfinished line

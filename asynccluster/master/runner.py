@@ -14,12 +14,16 @@ from asynccluster.config import Config, ConfigError, config_from_settings
 from asynccluster.logs import setup_logging
 
 
-def run_cluster(config: Config) -> int:
-    """Run the master until it stops; the exit code (exitcodes.py).
+def run_cluster(config: Config, sources: dict[str, str] | None = None) -> int:
+    """Run the master until it stops; the exit code (exitcodes.py). ``sources``: where each
+    setting came from, for ``asynccluster describe`` (issue 11).
 
     Failures a user can fix (bind, import, lifespan) are one logged line each, no traceback.
     """
     setup_logging(config)
+    from asynccluster.master.describe import set_origins
+
+    set_origins(sources)
     from asynccluster.master.cluster import Cluster
 
     try:
