@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from asynccluster import describecmd, diagnose_commands, exitcodes, logscmd
+from asynccluster import describecmd, diagnose_commands, exitcodes, logscmd, startcmd
 from asynccluster.cli import add_setting_arguments, config_from_args
 from asynccluster.config import Config, ConfigError
 from asynccluster.master.control import (
@@ -162,6 +162,20 @@ def connect(args: argparse.Namespace) -> ControlClient:
 
 
 # ---------------------------------------------------------------- the commands
+
+
+def live_names(args: argparse.Namespace) -> list[str]:
+    return running_clusters(control_dir(command_config(args).control_dir))[0]
+
+
+def cluster_exists(args: argparse.Namespace) -> bool:
+    return bool(args.name) and args.name in live_names(args)
+
+
+def status_of(path: Path, name: str) -> dict[str, Any]:
+    with ControlClient(path, name) as client:
+        view: dict[str, Any] = client.request("status")
+    return view
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -356,7 +370,7 @@ def add_subcommands(subparsers: Any) -> None:
 
     parser = subparsers.add_parser("reload", help="rolling restart of every worker (like SIGHUP), then report")
     _common(parser)
-    parser.set_defaults(func=_guard(cmd_reload))
+    parser.set_defaults(func=_guard(startcmd.for_all(cmd_reload, live_names)))
 
     parser = subparsers.add_parser("scale", help="set the number of workers: N, +N or -N")
     _common(parser)
@@ -365,14 +379,18 @@ def add_subcommands(subparsers: Any) -> None:
 
     parser = subparsers.add_parser("restart", help="replace the worker of one slot (readiness-gated)")
     _common(parser)
-    parser.add_argument("slot", metavar="SLOT", type=int, help="the worker slot (see 'asynccluster status')")
-    parser.set_defaults(func=_guard(cmd_restart))
+    parser.add_argument(
+        "slot", metavar="SLOT", nargs="?", help="the worker slot (see 'asynccluster status'); none: every worker"
+    )
+    restart = startcmd.restart_or_reload(cmd_restart, cmd_reload, cluster_exists)
+    parser.set_defaults(func=_guard(startcmd.for_all(restart, live_names)))
 
     parser = subparsers.add_parser("stop", help="graceful stop (like SIGTERM); waits until the master exited")
     _common(parser)
     parser.add_argument("--force", action="store_true", help="kill the workers without waiting for them to drain")
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
-    parser.set_defaults(func=_guard(cmd_stop))
+    parser.set_defaults(func=_guard(startcmd.for_all(cmd_stop, live_names)))
+    startcmd.add_parsers(subparsers, _common, _guard, status_of, cmd_stop)  # start, delete (issue 11)
 
     parser = subparsers.add_parser("top", help="live view of a cluster's workers (q or Ctrl-C to quit)")
     _common(parser)

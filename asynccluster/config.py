@@ -102,6 +102,13 @@ class Config:
     )
     root_path: str = setting("", "ASGI root_path, for apps mounted below a path prefix.", group="application")
     name: str = setting("", "Cluster name for the control commands (default: derived from APP).", group="application")
+    env_file: str = setting(
+        "",
+        "Load environment variables for the app from this dotenv file (python-dotenv) before the workers "
+        "start; variables already set win.",
+        group="application",
+        metavar="FILE",
+    )
 
     # Cluster
     workers: int | str = setting(

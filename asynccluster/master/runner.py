@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from pathlib import Path
@@ -24,12 +25,34 @@ def run_cluster(config: Config, sources: dict[str, str] | None = None) -> int:
     from asynccluster.master.describe import set_origins
 
     set_origins(sources)
+    if config.env_file and not load_env_file(config.env_file):
+        return exitcodes.USAGE
     from asynccluster.master.cluster import Cluster
 
     try:
         return asyncio.run(Cluster(config).serve())
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         return exitcodes.FORCED
+
+
+def load_env_file(path: str) -> bool:
+    """--env-file: its variables into our environment, which the workers inherit (issue 11).
+    Variables already set win (as with uvicorn and docker compose). False (logged) if unreadable."""
+    from dotenv import dotenv_values
+
+    logger = logging.getLogger("asynccluster.master")
+    if not os.path.isfile(path):
+        logger.error("error: --env-file %s does not exist (working directory %s)", path, os.getcwd())
+        return False
+    try:
+        values = dotenv_values(path, encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        logger.error("error: cannot read --env-file %s: %s", path, exc)
+        return False
+    for key, value in values.items():
+        if value is not None:
+            os.environ.setdefault(key, value)
+    return True
 
 
 def run(app: Any, **settings: Any) -> int:
