@@ -30,7 +30,6 @@ FOREIGN_FLAGS: dict[str, str] = {
     "--reload-exclude": _RELOAD,
     "--reload-delay": _RELOAD,
     "--ssl-version": _TLS,
-    "--http": "not needed: the HTTP/1.1 server is built in (httptools)",
     "--ws": "not needed: the WebSocket server is built in",
     "--interface": "not needed: ASGI 3 and ASGI 2 apps are told apart automatically (WSGI is not supported)",
     "--log-config": "not supported yet: use --log-level, --log-format text|json and --log-file",

@@ -248,6 +248,14 @@ class Config:
         parse=parse_list,
         group="http",
     )
+    http: str = setting(
+        "auto",
+        "HTTP versions: '1.1' only; '2': HTTP/2 by ALPN over TLS and h2c (prior knowledge) beside HTTP/1.1 on "
+        "plaintext; 'auto': HTTP/2 by ALPN over TLS if the h2 package is installed. HTTP/2 needs "
+        "pip install 'asynccluster[http2]'.",
+        parse=choice("1.1", "2", "auto"),
+        group="http",
+    )
     loop: str = setting(
         "auto",
         "Event loop: 'uvloop', 'asyncio', or 'auto' (uvloop if installed).",

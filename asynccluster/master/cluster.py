@@ -94,6 +94,9 @@ class Cluster:
         accepterrors.install(loop)
         warn_if_root()
         workers = resolve_workers(self.config)
+        if self.config.http == "2" and importlib.util.find_spec("h2") is None:  # issue 13
+            logger.error("error: --http 2 needs the h2 package: pip install 'asynccluster[http2]'")
+            return exitcodes.USAGE
         limit = worker_limit(self.config, usable_cpus().count)
         if workers > limit:
             logger.error("error: --workers %d is above the limit of %d workers (--max-workers)", workers, limit)

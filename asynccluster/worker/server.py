@@ -28,7 +28,15 @@ from asynccluster.worker.asgi2 import as_asgi3
 from asynccluster.worker.lifespan import Lifespan
 from asynccluster.worker.protocol import DRAIN_IDLE_SECONDS, DRAIN_LINGER_SECONDS, HttpProtocol
 from asynccluster.worker.state import ServerState
-from asynccluster.worker.tls import HandshakeWatch, create_ssl_context, server_cert_pem, tls_enabled, tls_factory
+from asynccluster.worker.tls import (
+    HandshakeWatch,
+    alpn_protocols,
+    create_ssl_context,
+    http2_enabled,
+    server_cert_pem,
+    tls_enabled,
+    tls_factory,
+)
 
 logger = logging.getLogger("asynccluster.worker")
 
@@ -109,9 +117,10 @@ class Server:
 
         Raises :class:`asynccluster.worker.tls.TLSConfigError` when they cannot be used.
         """
+        http2_enabled(self.config)  # --http 2 without the h2 package: Http2Unavailable, now
         if not tls_enabled(self.config) or self.ssl_context is not None:
             return
-        self.ssl_context = create_ssl_context(self.config)
+        self.ssl_context = create_ssl_context(self.config, alpn_protocols(self.config))
         state = self.state
         state.tls_watch = HandshakeWatch(self.config.ssl_handshake_timeout + state.tick, server_cert_pem(self.config))
 
@@ -128,6 +137,13 @@ class Server:
 
         def secure_factory() -> HttpProtocol:
             return tls_factory(state)
+
+        if tls is None and self.config.http == "2" and http2_enabled(self.config):
+            # h2c with prior knowledge beside HTTP/1.1 (the client preface tells them apart).
+            from asynccluster.worker.h2protocol import H2cSniffingProtocol
+
+            def factory() -> HttpProtocol:
+                return H2cSniffingProtocol(state)
 
         for sock in socks:
             chosen = secure_factory if tls is not None else factory

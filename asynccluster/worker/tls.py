@@ -18,16 +18,16 @@ the count of handshakes that never completed.
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from asynccluster.config import Config
 from asynccluster.worker.protocol import HttpProtocol
 
 if TYPE_CHECKING:
-    import asyncio
-
     from asynccluster.worker.state import ServerState
 
 logger = logging.getLogger("asynccluster.worker")
@@ -52,8 +52,30 @@ class TLSConfigError(Exception):
     """The TLS settings cannot be used; ``str()`` names the file and the reason."""
 
 
+class Http2Unavailable(TLSConfigError):
+    """``--http 2`` was asked for but the h2 package is not installed."""
+
+
 def tls_enabled(config: Config) -> bool:
     return bool(config.ssl_certfile)
+
+
+def http2_enabled(config: Config) -> bool:
+    """Whether HTTP/2 is served: ``--http 2``, or ``auto`` with the h2 package installed.
+
+    Raises TLSConfigError's sibling :class:`Http2Unavailable` for ``--http 2`` without h2.
+    """
+    if config.http == "1.1":
+        return False
+    available = importlib.util.find_spec("h2") is not None
+    if config.http == "2" and not available:
+        raise Http2Unavailable("--http 2 needs the h2 package: pip install 'asynccluster[http2]'")
+    return available
+
+
+def alpn_protocols(config: Config) -> tuple[str, ...]:
+    """What ALPN offers, preferred first (RFC 7301; RFC 9113 §3.2: "h2" over TLS)."""
+    return ("h2", "http/1.1") if http2_enabled(config) else ("http/1.1",)
 
 
 def create_ssl_context(config: Config, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext:
@@ -206,9 +228,19 @@ class TlsHttpProtocol(HttpProtocol):
         watch = state.tls_watch
         if watch is not None:
             watch.completed(self)
+        ssl_object = transport.get_extra_info("ssl_object")
+        tls = tls_extension(ssl_object, watch.server_cert if watch else None)
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            # ALPN chose HTTP/2 (offered with --http 2|auto): the connection is an H2Protocol's.
+            from asynccluster.worker.h2protocol import H2Protocol
+
+            protocol = H2Protocol(state, "https", tls)
+            cast(asyncio.Transport, transport).set_protocol(protocol)
+            protocol.connection_made(transport)
+            return
         super().connection_made(transport)
         self.scope_template["scheme"] = "https"
-        self.tls = tls_extension(transport.get_extra_info("ssl_object"), watch.server_cert if watch else None)
+        self.tls = tls
 
 
 class HandshakeWatch:
