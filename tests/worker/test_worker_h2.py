@@ -298,3 +298,17 @@ async def test_limits_are_announced(start_server: StartServer) -> None:
     assert settings.max_header_list_size == 8192
     assert settings.enable_push == 0
     client.close()
+
+
+def test_http2_without_h2_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from asynccluster.config import Config
+    from asynccluster.worker.tls import Http2Unavailable, alpn_protocols, http2_enabled
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "h2" else real(name, *a))
+    assert not http2_enabled(Config(http="auto"))  # auto: HTTP/1.1 only, quietly
+    assert alpn_protocols(Config(http="auto")) == ("http/1.1",)
+    with pytest.raises(Http2Unavailable, match=r"pip install 'asynccluster\[http2\]'"):
+        http2_enabled(Config(http="2"))
