@@ -101,7 +101,7 @@ class Diagnostics:
             raise ControlError(f"slot {slot} has no running worker now (it is being respawned); try again")
         if handle.state == DRAINING or handle.retire_reason:
             why = f" ({handle.retire_reason})" if handle.retire_reason else ""
-            raise ControlError(f"{handle.name} is draining{why}; ask again when its successor is ready")
+            raise ControlError(f"{handle.name} is draining{why}: it is about to exit; measure a ready worker")
         if handle.state != READY:
             raise ControlError(f"{handle.name} is {handle.state}, not ready yet; try again")
         return handle
@@ -155,7 +155,7 @@ class Diagnostics:
             stacks = await run_py_spy(spy, handle.pid, seconds, rate)
         else:
             answer = await self.ask(handle, "sample", seconds, rate=rate)
-            stacks = {tuple(stack): count for stack, count in answer.get("stacks", [])}
+            stacks = sampled_stacks(answer)
         title = f"asynccluster worker {handle.slot} (pid {handle.pid}), {seconds:g} s"
         flamegraph.write(stacks, out, fmt, title)
         return {
@@ -190,6 +190,21 @@ async def run_py_spy(spy: str, pid: int, seconds: float, rate: int) -> flamegrap
             raise ControlError(f"py-spy failed (exit {process.returncode}): {' | '.join(said)[:500]}")
         with open(raw, encoding="utf-8", errors="replace") as file:
             return flamegraph.parse_collapsed(file.read())
+
+
+def sampled_stacks(answer: dict[str, Any]) -> flamegraph.Stacks:
+    """The stdlib sampler's answer (worker/diagnose_ops.py) -> stacks; bad entries skipped."""
+    frames = [str(name) for name in answer.get("frames", [])]
+    stacks: flamegraph.Stacks = {}
+    for entry in answer.get("stacks", []):
+        try:
+            indexes, count = entry
+            stack = tuple(frames[i] for i in indexes)
+        except (TypeError, ValueError, IndexError):
+            continue
+        if isinstance(count, int) and count > 0:
+            stacks[stack] = stacks.get(stack, 0) + count
+    return stacks
 
 
 def _slot_number(value: Any) -> int:

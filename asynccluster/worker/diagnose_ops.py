@@ -26,7 +26,7 @@ from typing import Any
 
 from asynccluster.worker.main import rss_bytes
 
-MAX_STACKS = 5000  # distinct stacks kept by the sampler; the rest are counted as "[other]"
+MAX_STACKS = 2000  # distinct stacks kept by the sampler; the rest are counted as "[other]"
 MAX_DEPTH = 128  # frames per sampled stack (innermost kept)
 _SKIP_FILES = (tracemalloc.__file__, __file__, "<frozen importlib._bootstrap>", "<unknown>")
 
@@ -91,15 +91,20 @@ def _relative(filename: str) -> str:
 
 
 async def sample_stacks(loop: asyncio.AbstractEventLoop, seconds: float, rate: float) -> dict[str, Any]:
-    """``{samples, rate, seconds, stacks: [[[frame, ...outermost first], count], ...]}``, a frame
-    being ``"function (file:first line)"``; sampled from a thread while the loop serves."""
+    """``{samples, rate, seconds, frames: [name], stacks: [[[frame index, ...outermost first], count]]}``,
+    a frame name being ``"function (file:first line)"``; sampled from a thread while the loop serves."""
     target = threading.get_ident()  # we run on the loop thread
     sampler = StackSampler(target, 1.0 / rate)
     thread = threading.Thread(target=sampler.run, args=(seconds,), name="asynccluster-sampler", daemon=True)
     thread.start()
     await loop.run_in_executor(None, thread.join)
-    stacks = [[list(stack), count] for stack, count in sampler.counts.most_common()]
-    return {"samples": sampler.samples, "rate": rate, "seconds": seconds, "stacks": stacks}
+    # Frame names once, stacks as indexes into them: the answer stays far below the channel's
+    # frame limit (MAX_STACKS x MAX_DEPTH small ints).
+    index: dict[str, int] = {}
+    stacks = [
+        [[index.setdefault(name, len(index)) for name in stack], count] for stack, count in sampler.counts.items()
+    ]
+    return {"samples": sampler.samples, "rate": rate, "seconds": seconds, "frames": list(index), "stacks": stacks}
 
 
 class StackSampler:

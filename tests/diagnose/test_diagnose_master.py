@@ -115,3 +115,13 @@ def test_memory_arguments_checked_before_asking(args: dict[str, Any], message: s
 def test_profile_arguments_checked_before_measuring(args: dict[str, Any], message: str) -> None:
     with pytest.raises(ControlError, match=message):
         asyncio.run(diagnostics(handle(0, READY)).profile(args))
+
+
+def test_sampler_answer_becomes_stacks_bad_entries_skipped() -> None:
+    from asynccluster.master.diagnose import sampled_stacks
+
+    answer = {
+        "frames": ["main", "serve", "spin"],
+        "stacks": [[[0, 1, 2], 5], [[0, 1], 2], [[0, 9], 1], "junk", [[0], -1]],
+    }
+    assert sampled_stacks(answer) == {("main", "serve", "spin"): 5, ("main", "serve"): 2}

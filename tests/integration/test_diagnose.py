@@ -53,8 +53,8 @@ def cli_json(control_dir: Path, *argv: str) -> dict[str, Any]:
 def start(tmp_path: Path) -> Iterator[Callable[..., ClusterProcess]]:
     started: list[ClusterProcess] = []
 
-    def run(*args: str) -> ClusterProcess:
-        cluster = ClusterProcess([APP, "--port", "0", "--name", "diag", "--control-dir", str(tmp_path), *args])
+    def run(*args: str, app: str = APP, env: dict[str, str] | None = None) -> ClusterProcess:
+        cluster = ClusterProcess([app, "--port", "0", "--name", "diag", "--control-dir", str(tmp_path), *args], env=env)
         started.append(cluster)
         cluster.wait_ready()
         return cluster
@@ -185,3 +185,24 @@ def test_refused_for_a_slot_that_does_not_exist(start: Callable[..., ClusterProc
         assert "no worker in slot 7; the slots are: 0, 1" in done.stderr
     done = cli(tmp_path, "memory", "diag", "--worker", "7", "--seconds", "1", "--json")
     assert done.returncode == 2 and done.stdout == ""
+
+
+def test_refused_for_a_draining_worker(start: Callable[..., ClusterProcess], tmp_path: Path) -> None:
+    # Slot 1's worker, retired by a scale down, stays draining through a 20 s lifespan shutdown.
+    start("--workers", "2", app="tests.apps.basic:app", env={"BASIC_SHUTDOWN_SECONDS": "20"})
+    command = [sys.executable, "-m", "asynccluster", "scale", "diag", "1", "--control-dir", str(tmp_path)]
+    scaling = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(
+            lambda: any(
+                w["slot"] == 1 and w["state"] == "draining" for w in cli_json(tmp_path, "status", "diag")["workers"]
+            ),
+            "slot 1 draining",
+        )
+        done = cli(tmp_path, "memory", "diag", "--worker", "1", "--seconds", "1")
+        assert done.returncode == 1, done
+        assert "is draining (scale down)" in done.stderr
+        assert cli(tmp_path, "memory", "diag", "--worker", "0", "--seconds", "0.2").returncode == 0
+    finally:
+        scaling.kill()
+        scaling.wait(10)
