@@ -11,10 +11,6 @@ from __future__ import annotations
 import difflib
 from collections.abc import Collection
 
-_RELOAD = (
-    "reloading on code changes is not supported yet: `asynccluster reload NAME` (or SIGHUP to the "
-    "master) restarts every worker with the new code, without dropping a request"
-)
 _TLS = "use --ssl-min-version 1.2|1.3 (the highest version both sides support is negotiated)"
 _BIND = "use --host HOST --port PORT (or --uds PATH, --fd N)"
 _LOG_FILE = "use --log-file FILE (the access log goes to the same log; --no-access-log turns it off)"
@@ -24,11 +20,6 @@ _USER = "not supported: start asynccluster as that user (e.g. systemd's User=/Gr
 # a real setting must leave this table (tests/test_cli_flags.py checks that none overlaps).
 FOREIGN_FLAGS: dict[str, str] = {
     # uvicorn
-    "--reload": _RELOAD,
-    "--reload-dir": _RELOAD,
-    "--reload-include": _RELOAD,
-    "--reload-exclude": _RELOAD,
-    "--reload-delay": _RELOAD,
     "--ssl-version": _TLS,
     "--ws": "not needed: the WebSocket server is built in",
     "--interface": "not needed: ASGI 3 and ASGI 2 apps are told apart automatically (WSGI is not supported)",

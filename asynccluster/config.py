@@ -151,6 +151,31 @@ class Config:
         parse=positive_float,
         group="cluster",
     )
+    reload: bool = setting(
+        False,
+        "Development: watch the code (watchfiles) and do a rolling reload when it changes; a change "
+        "that does not compile is reported and skipped.",
+        parse=parse_bool,
+        group="cluster",
+    )
+    reload_dir: tuple[str, ...] = setting(
+        (), "Comma-separated directories --reload watches (default: --app-dir).", parse=parse_list, group="cluster"
+    )
+    reload_include: tuple[str, ...] = setting(
+        ("*.py",), "Comma-separated glob patterns of the files --reload watches.", parse=parse_list, group="cluster"
+    )
+    reload_exclude: tuple[str, ...] = setting(
+        (".*", ".py[cod]", ".sw.*", "~*"),
+        "Comma-separated glob patterns of files --reload ignores.",
+        parse=parse_list,
+        group="cluster",
+    )
+    reload_delay: float = setting(
+        0.25,
+        "Seconds of quiet --reload waits for after a change, so that saving several files is one reload.",
+        parse=non_negative_float,
+        group="cluster",
+    )
     reload_batch: int = setting(
         1, "Workers replaced at a time during a rolling reload.", parse=positive_int, group="cluster"
     )

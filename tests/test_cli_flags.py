@@ -38,7 +38,7 @@ def subcommand_parsers() -> dict[str, Parser]:
 @pytest.mark.parametrize(
     ("argv", "named"),
     [
-        (["run", "--reload", "m:app"], "--reload"),  # was read as --reload-batch
+        (["run", "--reload-b", "2", "m:app"], "--reload-b"),  # would be read as --reload-batch
         (["run", "--header", "x-a:1", "m:app"], "--header"),  # was read as --header-timeout
         (["run", "--work", "2", "m:app"], "--work"),  # was read as --workers
     ],
@@ -98,9 +98,9 @@ def test_real_flags_still_parse(capsys: pytest.CaptureFixture[str]) -> None:
     assert "header_timeout" in out and "= 3.0  (cli)" in out
 
 
-def test_the_installed_command_refuses_reload_with_exit_2() -> None:
+def test_the_installed_command_refuses_a_foreign_flag_with_exit_2() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "asynccluster", "run", "--reload", "examples.hello:app"],
+        [sys.executable, "-m", "asynccluster", "run", "--log-config", "x.ini", "examples.hello:app"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -108,5 +108,5 @@ def test_the_installed_command_refuses_reload_with_exit_2() -> None:
         check=False,
     )
     assert result.returncode == exitcodes.USAGE
-    assert "unknown option --reload: reloading on code changes is not supported yet" in result.stderr
+    assert "unknown option --log-config: not supported yet" in result.stderr
     assert result.stdout == ""

@@ -151,6 +151,13 @@ class Cluster:
         close = await start_hook("asynccluster.master.cron", "start_cron", supervisor, self.config)
         if close is not None:  # --restart-cron (issue 11)
             closers.append(close)
+        try:
+            close = await start_hook("asynccluster.master.watch", "start_watch", supervisor, self.config)
+        except RuntimeError as exc:  # --reload without watchfiles installed
+            logger.error("error: %s", exc)
+            return exitcodes.USAGE
+        if close is not None:  # --reload (issue 11)
+            closers.append(close)
         if self.config.admin:
             try:
                 close = await start_hook("asynccluster.observe.admin", "start_admin", supervisor, self.config)
