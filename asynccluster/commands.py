@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from asynccluster import describecmd, diagnose_commands, exitcodes, logscmd, startcmd
+from asynccluster import describecmd, diagnose_commands, exitcodes, logscmd, saved, startcmd
 from asynccluster.cli import add_setting_arguments, config_from_args
 from asynccluster.config import Config, ConfigError
 from asynccluster.master.control import (
@@ -170,6 +170,12 @@ def live_names(args: argparse.Namespace) -> list[str]:
 
 def cluster_exists(args: argparse.Namespace) -> bool:
     return bool(args.name) and args.name in live_names(args)
+
+
+def describe_of(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    with ControlClient(find_cluster(control_dir(command_config(args).control_dir), name)[0], name) as client:
+        view: dict[str, Any] = client.request("describe")
+    return view
 
 
 def status_of(path: Path, name: str) -> dict[str, Any]:
@@ -391,6 +397,7 @@ def add_subcommands(subparsers: Any) -> None:
     parser.add_argument("--timeout", type=float, default=None, help="give up waiting after this many seconds")
     parser.set_defaults(func=_guard(startcmd.for_all(cmd_stop, live_names)))
     startcmd.add_parsers(subparsers, _common, _guard, status_of, cmd_stop)  # start, delete (issue 11)
+    saved.add_parsers(subparsers, lambda p: _common(p, name=False), _guard, status_of, live_names, describe_of)
 
     parser = subparsers.add_parser("top", help="live view of a cluster's workers (q or Ctrl-C to quit)")
     _common(parser)

@@ -46,6 +46,22 @@ class AppSpec:
     env: dict[str, str] = field(default_factory=dict)
     log_file: str = ""
     control_dir: str = ""
+    # The environment `start` ran in (what a pm2 user expects `resurrect` to bring back at boot,
+    # when the shell that exported DATABASE_URL is long gone); stored 0600 in the state directory.
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+# Variables that belong to the process that launched us, never to a relaunch: systemd's
+# socket activation and notify socket (a cluster would take the service's fds or its READY=1).
+NOT_INHERITED = frozenset(
+    ("NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID")
+)
+
+
+def launch_env(spec: AppSpec) -> dict[str, str]:
+    """The cluster's environment: ours, then the one `start` ran in, then the app's own."""
+    merged = {**os.environ, **spec.environment, **spec.env}
+    return {key: value for key, value in merged.items() if key not in NOT_INHERITED}
 
 
 def run_argv(values: dict[str, Any]) -> list[str]:
@@ -77,18 +93,21 @@ def spec_for(config: Config, values: dict[str, Any], cwd: str, env: dict[str, st
         if not config.log_max_size and not config.log_max_age:
             chosen["log_max_size"] = DEFAULT_LOG_SIZE
     log_path = log_file if os.path.isabs(log_file) else os.path.join(cwd, log_file)
-    return AppSpec(name, run_argv(chosen), cwd, dict(env or {}), log_path, config.control_dir)
+    environment = {key: value for key, value in os.environ.items() if key not in NOT_INHERITED}
+    return AppSpec(name, run_argv(chosen), cwd, dict(env or {}), log_path, config.control_dir, environment)
 
 
-def launch(spec: AppSpec) -> subprocess.Popen[bytes]:
-    """``asynccluster run`` for ``spec``, detached: its own session, no terminal, no output."""
+def launch(spec: AppSpec, *, quiet: bool = True) -> subprocess.Popen[bytes]:
+    """``asynccluster run`` for ``spec`` in its own session, without a terminal; its output
+    goes nowhere (``quiet``: it has its log file and buffer) or to ours (under systemd: the journal)."""
+    output = subprocess.DEVNULL if quiet else None
     return subprocess.Popen(
         [sys.executable, "-m", "asynccluster", "run", *spec.argv],
         cwd=spec.cwd,
-        env={**os.environ, **spec.env},
+        env=launch_env(spec),
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
         start_new_session=True,
     )
 
@@ -135,7 +154,7 @@ def wait_started(
                 return Started(
                     spec,
                     exitcodes.OK,
-                    f"started {spec.name} (pid {process.pid}): {totals.get('workers_ready', 0)} workers ready on "
+                    f"started {spec.name} (pid {process.pid}): {plural(totals.get('workers_ready', 0))} ready on "
                     f"{view.get('address')}; logs: asynccluster logs {spec.name}",
                 )
         time.sleep(POLL)  # the pace of the readiness checks, not a synchronisation
@@ -143,6 +162,10 @@ def wait_started(
         spec, exitcodes.ERROR, f"{spec.name} (pid {process.pid}) is not ready after {timeout:g} s; it keeps "
         f"starting in the background: asynccluster logs {spec.name}",
     )  # fmt: skip
+
+
+def plural(count: int) -> str:
+    return f"{count} worker" + ("" if count == 1 else "s")
 
 
 def failure_text(spec: AppSpec, offset: int, code: int) -> str:
