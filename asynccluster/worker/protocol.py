@@ -66,6 +66,8 @@ __all__ = [
 
 logger = logging.getLogger("asynccluster.worker")
 
+PATHSEND = "http.response.pathsend"  # the ASGI Path Send extension's key
+
 
 class HttpProtocol(ConnectionControl, WriteFlowProtocol):
     __slots__ = (
@@ -240,6 +242,8 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
         # Apps and middleware may write into extensions: one request's must not leak into the
         # next on this connection (the template's dict would be shared by every copy).
         scope["extensions"] = {} if self.tls is None else {"tls": self.tls.copy()}
+        if state.pathsend:  # --pathsend: the ASGI Path Send extension (cycle.py; issue 16)
+            scope["extensions"][PATHSEND] = {}
         if head.http_version != "1.1":
             scope["http_version"] = head.http_version
         lifespan_state = state.lifespan_state

@@ -66,6 +66,7 @@ class ServerState:
         "loop",
         "now",
         "over_limit",
+        "pathsend",
         "proxies",
         "root_path",
         "server_header",
@@ -104,6 +105,7 @@ class ServerState:
         self.header_timeout = config.header_timeout
         self.limit_concurrency = config.limit_concurrency
         self.limit_pipeline = max(1, config.limit_pipeline)
+        self.pathsend = config.pathsend  # offer http.response.pathsend (issue 16)
         self.draining = False
         # Set by Server.drain: idle keep-alive connections are half-closed at drain_idle_deadline
         # and fully closed at most drain_linger seconds later.
