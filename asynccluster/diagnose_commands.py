@@ -96,6 +96,8 @@ def profile_text(answer: dict[str, Any]) -> str:
         "top functions (self %, total %):",
     ]
     lines += [f"  {t['self_pct']:>5.1f} {t['total_pct']:>5.1f}  {_printable(t['function'])}" for t in answer["top"]]
+    if answer.get("note"):
+        lines.append(f"note: {_printable(answer['note'])}")
     return "\n".join(lines)
 
 

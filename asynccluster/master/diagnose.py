@@ -44,6 +44,11 @@ FORMATS = ("svg", "speedscope")
 
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+Stacks = flamegraph.Stacks
+
+
+class PySpyFailed(ControlError):
+    """py-spy exited with an error (cannot attach, the process is gone...)."""
 
 
 class Diagnostics:
@@ -56,6 +61,7 @@ class Diagnostics:
         self.slow: deque[dict[str, Any]] = deque(maxlen=SLOW_KEPT)
         self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
+        self.profiling: set[int] = set()  # pids being profiled now (one profile per worker at a time)
 
     # -- from the workers (Supervisor.on_message)
 
@@ -147,21 +153,38 @@ class Diagnostics:
         if not isinstance(rate, int) or isinstance(rate, bool) or not 1 <= rate <= 1000:
             raise ControlError(f"--rate must be from 1 to 1000 samples per second, got {rate!r:.40}", usage=True)
         handle = self.target(args.get("slot"))
-        tool = str(args.get("tool") or "auto")
-        spy = py_spy_path() if tool in ("auto", "py-spy") else None
-        if tool == "py-spy" and spy is None:
-            raise ControlError("py-spy is not installed (pip install py-spy)")
-        if spy is not None:
-            stacks = await run_py_spy(spy, handle.pid, seconds, rate)
-        else:
-            answer = await self.ask(handle, "sample", seconds, rate=rate)
-            stacks = sampled_stacks(answer)
+        if handle.pid in self.profiling:
+            raise ControlError(f"{handle.name} is already being profiled; try again after it")
+        self.profiling.add(handle.pid)
+        try:
+            stacks, used, note = await self._sample(handle, str(args.get("tool") or "auto"), seconds, rate)
+        finally:
+            self.profiling.discard(handle.pid)
         title = f"asynccluster worker {handle.slot} (pid {handle.pid}), {seconds:g} s"
         flamegraph.write(stacks, out, fmt, title)
         return {
-            "worker": handle.slot, "pid": handle.pid, "tool": "py-spy" if spy else "sampler", "seconds": seconds,
+            "worker": handle.slot, "pid": handle.pid, "tool": used, "note": note, "seconds": seconds,
             "samples": sum(stacks.values()), "file": out, "format": fmt, "top": flamegraph.top_functions(stacks),
         }  # fmt: skip
+
+    async def _sample(self, handle: WorkerHandle, tool: str, seconds: float, rate: int) -> tuple[Stacks, str, str]:
+        """(stacks, the tool used, a note): py-spy if installed (``auto``), and the stdlib
+        sampler when py-spy is missing or cannot attach (no ptrace rights, e.g. a container
+        without CAP_SYS_PTRACE); ``--tool`` forces one."""
+        spy = py_spy_path() if tool in ("auto", "py-spy") else None
+        if tool == "py-spy" and spy is None:
+            raise ControlError("py-spy is not installed (pip install 'asynccluster[diagnose]')")
+        note = ""
+        if spy is not None:
+            try:
+                return await run_py_spy(spy, handle.pid, seconds, rate), "py-spy", ""
+            except PySpyFailed as exc:
+                if tool == "py-spy":
+                    raise
+                note = f"{exc}; used the stdlib sampler instead"
+                logger.warning("profile of %s: %s", handle.name, note)
+        answer = await self.ask(handle, "sample", seconds, rate=rate)
+        return sampled_stacks(answer), "sampler", note
 
 
 def py_spy_path() -> str | None:
@@ -187,7 +210,7 @@ async def run_py_spy(spy: str, pid: int, seconds: float, rate: int) -> flamegrap
             raise ControlError(f"py-spy did not finish within {seconds + ANSWER_GRACE:g} s") from None
         if process.returncode != 0 or not os.path.exists(raw):
             said = output.decode(errors="replace").strip().splitlines()[-3:]
-            raise ControlError(f"py-spy failed (exit {process.returncode}): {' | '.join(said)[:500]}")
+            raise PySpyFailed(f"py-spy failed (exit {process.returncode}): {' | '.join(said)[:500]}")
         with open(raw, encoding="utf-8", errors="replace") as file:
             return flamegraph.parse_collapsed(file.read())
 

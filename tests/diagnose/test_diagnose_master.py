@@ -125,3 +125,32 @@ def test_sampler_answer_becomes_stacks_bad_entries_skipped() -> None:
         "stacks": [[[0, 1, 2], 5], [[0, 1], 2], [[0, 9], 1], "junk", [[0], -1]],
     }
     assert sampled_stacks(answer) == {("main", "serve", "spin"): 5, ("main", "serve"): 2}
+
+
+def test_profile_falls_back_to_the_sampler_when_py_spy_cannot_attach(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import asynccluster.master.diagnose as master_diagnose
+
+    monkeypatch.setattr(master_diagnose, "py_spy_path", lambda: "/bin/false")  # a py-spy that fails at once
+
+    async def scenario(tool: str) -> dict[str, Any]:
+        worker = handle(0, READY)
+        diag = diagnostics(worker)
+        answer = {"frames": ["main", "spin"], "stacks": [[[0, 1], 7]], "samples": 7}
+        worker.process = SimpleNamespace(  # type: ignore[assignment]
+            send=lambda m: (
+                asyncio.get_running_loop().call_soon(
+                    diag.on_message, worker, {"type": "diagnose-result", "id": m["id"], "ok": True, "result": answer}
+                )
+                or True
+            )
+        )
+        return await diag.profile({"slot": 0, "seconds": 0.5, "out": str(tmp_path / "p.svg"), "tool": tool})
+
+    result = asyncio.run(scenario("auto"))
+    assert result["tool"] == "sampler" and result["samples"] == 7
+    assert "py-spy failed (exit 1)" in result["note"]
+    assert (tmp_path / "p.svg").read_text().count("spin") >= 1
+    with pytest.raises(master_diagnose.PySpyFailed):
+        asyncio.run(scenario("py-spy"))
