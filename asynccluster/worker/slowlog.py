@@ -9,8 +9,10 @@ The stack: a sweep every ``threshold / 2`` (at most once per second, at least ev
 looks at the requests still running (ServerState.tasks: the app Tasks that suspended) and
 records, once per request past the threshold, each one's await chain, outermost first: where
 an awaiting request is waiting (the database call, the upstream). A request that blocks the
-loop without awaiting cannot be sampled from the loop; that is the watchdog's hang dump
-(--timeout-worker-healthcheck / the loop lag).
+loop without awaiting (CPU work, a blocking call) cannot be sampled from the loop: for that a
+thread (:class:`LoopWatch`) notices when the sweep has not run for the threshold and takes
+the loop thread's stack then (``sys._current_frames()``); a slow request that was running
+when that sample was taken gets it.
 
 Bounded: at most :data:`LINES_PER_WINDOW` slow-request lines per :data:`WINDOW` seconds per
 worker (the next line says how many were left out), :data:`MAX_SAMPLES` stacks held, and the
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -76,7 +80,9 @@ class SlowLog:
         self.window_lines = 0
         self.left_out = 0
         self.sweeper: asyncio.Task[None] | None = None
+        self.watch: LoopWatch | None = None
         if stacks:
+            self.watch = LoopWatch(threshold, sweep_interval(threshold))
             self.sweeper = loop.create_task(self._sweep_forever())
 
     def log(self, scope: dict[str, Any], status: int, sent: int, seconds: float) -> None:
@@ -89,6 +95,8 @@ class SlowLog:
     def slow(self, scope: dict[str, Any], status: int, seconds: float) -> None:
         sample = self.samples.pop(id(scope), None) if self.samples else None
         stack = sample[2] if sample is not None and sample[0] is scope else []
+        if not stack and self.watch is not None:
+            stack = self.watch.blocked_since(time.perf_counter() - seconds)
         entry = {
             "request": request_line(scope), "status": status, "ms": round(seconds * 1000.0, 1),
             "time": time.time(), "stack": stack,
@@ -114,10 +122,13 @@ class SlowLog:
     # -- the sweep (only with --slow-request-stacks)
 
     async def _sweep_forever(self) -> None:
-        interval = min(1.0, max(0.01, self.threshold / 2))
+        interval = sweep_interval(self.threshold)
         while True:
             await asyncio.sleep(interval)
-            self.sweep(time.perf_counter())
+            now = time.perf_counter()
+            if self.watch is not None:
+                self.watch.beat = now
+            self.sweep(now)
 
     def sweep(self, now: float) -> None:
         """Record the await chain of each running request past the threshold (once each)."""
@@ -136,6 +147,49 @@ class SlowLog:
     def close(self) -> None:
         if self.sweeper is not None:
             self.sweeper.cancel()
+        if self.watch is not None:
+            self.watch.stop.set()
+
+
+def sweep_interval(threshold: float) -> float:
+    return min(1.0, max(0.01, threshold / 2))
+
+
+def frame_lines(frame: Any) -> list[str]:
+    """``file:line in function`` of a thread's frames, outermost first (the innermost kept)."""
+    lines: list[str] = []
+    while frame is not None and len(lines) < MAX_STACK_LINES:
+        lines.append(f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        frame = frame.f_back
+    return lines[::-1]
+
+
+class LoopWatch:
+    """Samples the loop thread once per blocked period: when the sweep (``beat``) has not run
+    for ``threshold`` (and at least two sweep intervals), the loop is stuck in one request."""
+
+    def __init__(self, threshold: float, interval: float) -> None:
+        self.threshold = max(threshold, 2 * interval)
+        self.interval = interval
+        self.loop_thread = threading.get_ident()  # made on the loop's thread
+        self.beat = time.perf_counter()
+        self.blocked: tuple[float, list[str]] | None = None  # (perf_counter when sampled, stack)
+        self.stop = threading.Event()
+        threading.Thread(target=self._run, name="asynccluster-slow-watch", daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.interval):
+            now = time.perf_counter()
+            taken = self.blocked[0] if self.blocked is not None else float("-inf")
+            if now - self.beat >= self.threshold and taken < self.beat:  # once per blocked period
+                frame = sys._current_frames().get(self.loop_thread)
+                if frame is not None:
+                    self.blocked = (now, frame_lines(frame))
+
+    def blocked_since(self, started: float) -> list[str]:
+        """The loop thread's stack if it was sampled after ``started`` (perf_counter), else []."""
+        blocked = self.blocked
+        return blocked[1] if blocked is not None and blocked[0] >= started else []
 
 
 def _cycle_of(task: asyncio.Task[Any]) -> Any:

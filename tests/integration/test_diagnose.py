@@ -134,6 +134,10 @@ def test_slow_route_is_logged_with_its_stack(start: Callable[..., ClusterProcess
     assert [entry["request"] for entry in report] == ["GET /slow"]  # /fast is not slow
     assert report[0]["ms"] >= 200
     assert any("wait_for_upstream" in frame for frame in report[0]["stack"])
+    # A request that blocks the loop: its stack is sampled from a thread while it runs.
+    assert get(cluster.port, "/spin?ms=1000")[0] == 200
+    cluster.wait_for(r"slow request: GET /spin -> 200 in \d+ ms")
+    cluster.wait_for(r"diagnose_app.py:\d+ in spin_in_known_function")
 
 
 def test_leaking_line_tops_memory(start: Callable[..., ClusterProcess], tmp_path: Path) -> None:
