@@ -16,18 +16,23 @@ The loop thread is never stopped; the thread needs the GIL for a few microsecond
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
+import selectors
 import sys
 import threading
 import time
 import tracemalloc
 from collections import Counter
+from types import FrameType
 from typing import Any
 
 from asynccluster.worker.main import rss_bytes
 
 MAX_STACKS = 2000  # distinct stacks kept by the sampler; the rest are counted as "[other]"
 MAX_DEPTH = 128  # frames per sampled stack (innermost kept)
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+_SELECTORS = selectors.__file__
 _SKIP_FILES = (tracemalloc.__file__, __file__, "<frozen importlib._bootstrap>", "<unknown>")
 
 
@@ -94,7 +99,7 @@ async def sample_stacks(loop: asyncio.AbstractEventLoop, seconds: float, rate: f
     """``{samples, rate, seconds, frames: [name], stacks: [[[frame index, ...outermost first], count]]}``,
     a frame name being ``"function (file:first line)"``; sampled from a thread while the loop serves."""
     target = threading.get_ident()  # we run on the loop thread
-    sampler = StackSampler(target, 1.0 / rate)
+    sampler = StackSampler(target, 1.0 / rate, loop_base_frame(sys._getframe()))
     thread = threading.Thread(target=sampler.run, args=(seconds,), name="asynccluster-sampler", daemon=True)
     thread.start()
     await loop.run_in_executor(None, thread.join)
@@ -104,17 +109,33 @@ async def sample_stacks(loop: asyncio.AbstractEventLoop, seconds: float, rate: f
     stacks = [
         [[index.setdefault(name, len(index)) for name in stack], count] for stack, count in sampler.counts.items()
     ]
-    return {"samples": sampler.samples, "rate": rate, "seconds": seconds, "frames": list(index), "stacks": stacks}
+    return {
+        "samples": sampler.samples, "idle": sampler.idle, "rate": rate, "seconds": seconds,
+        "frames": list(index), "stacks": stacks,
+    }  # fmt: skip
+
+
+def loop_base_frame(frame: FrameType | None) -> FrameType | None:
+    """The innermost plain function below the loop's callbacks (``run_worker``, which called
+    ``run_until_complete``): the loop thread's innermost Python frame while uvloop waits in
+    C, i.e. while the worker is idle. ``frame`` is a coroutine's frame running on the loop."""
+    while frame is not None and frame.f_code.co_flags & inspect.CO_COROUTINE:
+        frame = frame.f_back
+    while frame is not None and frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
+        frame = frame.f_back  # the pure-Python loop: below events.py / base_events.py
+    return frame
 
 
 class StackSampler:
     """Counts the distinct stacks of one thread, sampled every ``interval`` seconds."""
 
-    def __init__(self, thread_id: int, interval: float) -> None:
+    def __init__(self, thread_id: int, interval: float, base: FrameType | None = None) -> None:
         self.thread_id = thread_id
         self.interval = interval
+        self.base = base  # the loop thread's innermost frame while it waits for events
         self.counts: Counter[tuple[str, ...]] = Counter()
         self.samples = 0
+        self.idle = 0  # samples of a loop waiting for events: left out, as py-spy does
         self._names: dict[Any, str] = {}  # code object -> its frame name (formatted once)
 
     def run(self, seconds: float) -> None:
@@ -131,6 +152,9 @@ class StackSampler:
     def take(self) -> None:
         frame = sys._current_frames().get(self.thread_id)
         if frame is None:
+            return
+        if frame is self.base or (frame.f_code.co_name == "select" and frame.f_code.co_filename == _SELECTORS):
+            self.idle += 1
             return
         names: list[str] = []
         while frame is not None and len(names) < MAX_DEPTH:
