@@ -40,6 +40,12 @@ LabelValues = tuple[str, ...]
 # path grew the heartbeat past the channel's frame limit). Past it, new series are dropped and
 # counted (``dropped`` in the snapshot, one warning naming the metric); existing ones update.
 MAX_SERIES = 1000
+# The other two ways to grow the heartbeat without bound (attack run on issue 9): label values
+# are cut to MAX_LABEL_VALUE characters, and past MAX_METRICS declared metrics a new name gets
+# a metric that is not exported (its updates are dropped; one warning names the first one).
+# Together: at most MAX_METRICS x MAX_SERIES series of bounded size per worker.
+MAX_LABEL_VALUE = 128
+MAX_METRICS = 100
 logger = logging.getLogger("asynccluster.metrics")
 
 
@@ -62,10 +68,10 @@ class _Metric:
         if kwargs:
             if set(kwargs) != set(self.label_names):
                 raise ValueError(f"{self.name}: expected labels {list(self.label_names)}, got {sorted(kwargs)}")
-            return tuple(str(kwargs[label]) for label in self.label_names)
+            return tuple(str(kwargs[label])[:MAX_LABEL_VALUE] for label in self.label_names)
         if len(args) != len(self.label_names):
             raise ValueError(f"{self.name}: expected {len(self.label_names)} label values, got {len(args)}")
-        return tuple(str(value) for value in args)
+        return tuple(str(value)[:MAX_LABEL_VALUE] for value in args)
 
     def _add(self, key: LabelValues, amount: float) -> None:
         with self._lock:
@@ -213,8 +219,26 @@ def _declare(cls: type[_Metric], name: str, help: str, labels: tuple[str, ...]) 
                 )
             return existing
         metric = cls(name, help, labels)
+        if len(_registry) >= MAX_METRICS:
+            _warn_unexported(name)
+            return metric  # usable by the app, never exported: the heartbeat stays bounded
         _registry[name] = metric
         return metric
+
+
+_unexported = 0  # metrics declared past MAX_METRICS (under _registry_lock)
+
+
+def _warn_unexported(name: str) -> None:
+    global _unexported
+    _unexported += 1
+    if _unexported == 1:
+        logger.warning(
+            "%d metrics are declared, the limit: %r and later ones are not exported "
+            "(a metric name built from request data?)",
+            MAX_METRICS,
+            name,
+        )
 
 
 def _validate(name: str, labels: tuple[str, ...]) -> None:
@@ -244,5 +268,7 @@ def snapshot() -> dict[str, Any]:
 
 def clear() -> None:
     """Forget every metric (for tests)."""
+    global _unexported
     with _registry_lock:
         _registry.clear()
+        _unexported = 0

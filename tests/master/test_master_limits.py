@@ -131,6 +131,26 @@ def test_a_metric_keeps_at_most_max_series_and_warns_once(caplog: Any) -> None:
     assert len(warnings) == 1 and "1000 series" in warnings[0]
 
 
+def test_label_values_are_cut_and_metrics_past_the_limit_are_not_exported(caplog: Any) -> None:
+    """The two other ways to grow the heartbeat (attack run on issue 9): huge label values and
+    a metric name per request."""
+    from asynccluster import metrics
+
+    metrics.clear()
+    try:
+        big = metrics.gauge("big_labels", labels=("name",))
+        big.labels(name="x" * 20_000).set(1)
+        for index in range(metrics.MAX_METRICS + 50):
+            metrics.counter(f"dynamic_{index}").inc()
+        snapshot = metrics.snapshot()
+    finally:
+        metrics.clear()
+    assert snapshot["big_labels"]["samples"] == [[["x" * metrics.MAX_LABEL_VALUE], 1.0]]
+    assert len(snapshot) == metrics.MAX_METRICS  # big_labels + 99 dynamic ones
+    warnings = [r.getMessage() for r in caplog.records if "not exported" in r.getMessage()]
+    assert len(warnings) == 1 and "'dynamic_99'" in warnings[0]
+
+
 async def test_an_oversized_message_is_refused_and_logged_and_the_channel_stays_up(caplog: Any) -> None:
     import socket as socketlib
 
