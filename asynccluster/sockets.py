@@ -201,8 +201,8 @@ class PortTaken(Exception):
 
 @dataclass
 class PortLock:
-    """An exclusive flock on ``<lock dir>/<host>_<port>.lock`` (per user: SO_REUSEPORT
-    groups never span users)."""
+    """An exclusive flock on ``<lock dir>/port-<port>.lock`` (per user: SO_REUSEPORT groups
+    never span users). One cluster per port per user, whatever the host spelling."""
 
     fd: int
     path: str
@@ -218,7 +218,9 @@ class PortLock:
         directory = lock_directory()
         if directory is None:
             return None
-        path = os.path.join(directory, f"{host.replace(':', '_').replace('/', '_')}_{port}.lock")
+        # Keyed by the port alone: 0.0.0.0:8000 and 127.0.0.1:8000 overlap (a wildcard bind
+        # covers the specific one), and a reuseport socket of either joins the other's group.
+        path = os.path.join(directory, f"port-{port}.lock")
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
@@ -241,11 +243,10 @@ class PortLock:
 
 
 def lock_directory() -> str | None:
-    """A directory only this user can write: $XDG_RUNTIME_DIR/asynccluster-ports or
-    /tmp/asynccluster-ports-UID (created 0700; refused if another user owns it)."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    base = os.path.join(runtime, "asynccluster-ports") if runtime and os.path.isdir(runtime) else ""
-    path = base or f"/tmp/asynccluster-ports-{os.getuid()}"
+    """A directory only this user can write: /tmp/asynccluster-ports-UID (created 0700;
+    refused if another user owns it). Not under $XDG_RUNTIME_DIR: the same user's service and
+    shell may see different ones, and the kernel's reuseport group is per user, not per session."""
+    path = f"/tmp/asynccluster-ports-{os.getuid()}"
     with contextlib.suppress(FileExistsError):
         try:
             os.mkdir(path, 0o700)

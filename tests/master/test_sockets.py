@@ -144,6 +144,23 @@ def test_a_claimed_port_is_refused_to_a_second_master_before_anyone_binds() -> N
     again.release()
 
 
+def test_the_claim_covers_every_spelling_of_the_host_and_every_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Attack run on issue 9: 127.0.0.1 and 0.0.0.0 on one port overlap, and the same user's
+    shell and service may have different XDG_RUNTIME_DIRs; neither may get a second cluster in."""
+    from asynccluster.sockets import claim_port
+
+    first, port = claim_port(socket.AF_INET, "127.0.0.1", 0)
+    assert first is not None
+    try:
+        with pytest.raises(BindError, match="owns it"):
+            claim_port(socket.AF_INET, "0.0.0.0", port)
+        monkeypatch.setenv("XDG_RUNTIME_DIR", "/nonexistent-session")
+        with pytest.raises(BindError, match="owns it"):
+            claim_port(socket.AF_INET, "127.0.0.1", port)
+    finally:
+        first.release()
+
+
 def test_listeners_hold_the_claim_until_closed() -> None:
     listeners = create_listeners(Config(port=0, listener="reuseport"), 1)
     try:
