@@ -8,9 +8,13 @@ alive) and the growth from A to B by line (what keeps growing while the worker s
 leak). Then tracemalloc is stopped and its memory freed.
 
 ``sample_stacks``: the stdlib sampler, used by ``asynccluster profile`` when py-spy is not
-installed: a thread reads the loop thread's frame stack (``sys._current_frames()``) ``rate``
-times a second and counts the distinct stacks (function level: name, file and first line).
-The loop thread is never stopped; the thread needs the GIL for a few microseconds per sample.
+installed (or cannot attach). The CPU-time timer (``setitimer(ITIMER_PROF)``) sends SIGPROF
+``rate`` times per CPU second of the worker; CPython runs the handler on the loop thread
+between bytecodes with the frame that was running, and the distinct stacks (function level:
+name, file and first line) are counted. A waiting worker uses no CPU and is not sampled.
+Where SIGPROF cannot be used (not on the main thread, the app uses it), a thread reads the
+loop thread's stack (``sys._current_frames()``) instead; it can only look when the loop
+releases the GIL, which favours the moments it waits for events (those are left out).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import inspect
 import os
 import selectors
+import signal
 import sys
 import threading
 import time
@@ -96,13 +101,18 @@ def _relative(filename: str) -> str:
 
 
 async def sample_stacks(loop: asyncio.AbstractEventLoop, seconds: float, rate: float) -> dict[str, Any]:
-    """``{samples, rate, seconds, frames: [name], stacks: [[[frame index, ...outermost first], count]]}``,
-    a frame name being ``"function (file:first line)"``; sampled from a thread while the loop serves."""
-    target = threading.get_ident()  # we run on the loop thread
-    sampler = StackSampler(target, 1.0 / rate, loop_base_frame(sys._getframe()))
-    thread = threading.Thread(target=sampler.run, args=(seconds,), name="asynccluster-sampler", daemon=True)
-    thread.start()
-    await loop.run_in_executor(None, thread.join)
+    """``{samples, idle, mode, rate, seconds, frames: [name], stacks: [[[frame index, ...outermost
+    first], count]]}``, a frame name being ``"function (file:first line)"``; taken while the loop
+    serves. Called on the loop (the main thread)."""
+    sampler = StackSampler(threading.get_ident(), 1.0 / rate, loop_base_frame(sys._getframe()))
+    if cpu_timer_usable():
+        mode = "cpu-timer"
+        await sampler.run_on_cpu_timer(seconds)
+    else:
+        mode = "thread"
+        thread = threading.Thread(target=sampler.run, args=(seconds,), name="asynccluster-sampler", daemon=True)
+        thread.start()
+        await loop.run_in_executor(None, thread.join)
     # Frame names once, stacks as indexes into them: the answer stays far below the channel's
     # frame limit (MAX_STACKS x MAX_DEPTH small ints).
     index: dict[str, int] = {}
@@ -110,9 +120,18 @@ async def sample_stacks(loop: asyncio.AbstractEventLoop, seconds: float, rate: f
         [[index.setdefault(name, len(index)) for name in stack], count] for stack, count in sampler.counts.items()
     ]
     return {
-        "samples": sampler.samples, "idle": sampler.idle, "rate": rate, "seconds": seconds,
+        "samples": sampler.samples, "idle": sampler.idle, "mode": mode, "rate": rate, "seconds": seconds,
         "frames": list(index), "stacks": stacks,
     }  # fmt: skip
+
+
+def cpu_timer_usable() -> bool:
+    """SIGPROF on the CPU-time timer: Unix, on the main thread, and SIGPROF unused by the app."""
+    return (
+        hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGPROF) in (signal.SIG_DFL, signal.SIG_IGN, None)
+    )
 
 
 def loop_base_frame(frame: FrameType | None) -> FrameType | None:
@@ -149,6 +168,24 @@ class StackSampler:
             time.sleep(max(0.0, min(next_at, deadline) - now))
             self.take()
 
+    async def run_on_cpu_timer(self, seconds: float) -> None:
+        """Sample on SIGPROF from ITIMER_PROF: ``1/interval`` times per CPU second of this
+        process, so a waiting loop is not sampled at all, and the handler (run by CPython on
+        the main thread between bytecodes) sees the frame that was running: no bias toward the
+        moments the loop releases the GIL, which a sampling thread has."""
+        signal.signal(signal.SIGPROF, self._on_timer)
+        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0, 0)
+            # Ignored, not SIG_DFL (which terminates): a tick already on its way does no harm.
+            signal.signal(signal.SIGPROF, signal.SIG_IGN)
+
+    def _on_timer(self, signum: int, frame: FrameType | None) -> None:
+        if frame is not None:
+            self.record(frame)
+
     def take(self) -> None:
         frame = sys._current_frames().get(self.thread_id)
         if frame is None:
@@ -156,6 +193,9 @@ class StackSampler:
         if frame is self.base or (frame.f_code.co_name == "select" and frame.f_code.co_filename == _SELECTORS):
             self.idle += 1
             return
+        self.record(frame)
+
+    def record(self, frame: FrameType | None) -> None:
         names: list[str] = []
         while frame is not None and len(names) < MAX_DEPTH:
             code = frame.f_code

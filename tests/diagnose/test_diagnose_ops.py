@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 import tracemalloc
@@ -68,10 +69,31 @@ def test_sampler_names_the_busy_function_and_skips_idle() -> None:
     assert stack[-1].startswith("busy_known_function (") and sampler.samples > 0
 
 
-def test_sample_stacks_on_an_idle_loop_is_mostly_idle() -> None:
+def spin_on_the_loop(seconds: float) -> None:
+    deadline = time.process_time() + seconds
+    while time.process_time() < deadline:
+        sum(range(500))
+
+
+def test_cpu_timer_sampler_names_what_runs_on_the_loop() -> None:
     async def scenario() -> dict[str, Any]:
-        return await sample_stacks(asyncio.get_running_loop(), 0.2, 100)
+        loop = asyncio.get_running_loop()
+        sampling = asyncio.ensure_future(sample_stacks(loop, 0.6, 200))
+        await asyncio.sleep(0.05)
+        spin_on_the_loop(0.3)  # blocks the loop: CPU time the timer samples
+        return await sampling
 
     result = asyncio.run(scenario())
-    busy = sum(count for _, count in result["stacks"])  # the loop's own wake-ups, at most a few
-    assert result["idle"] > 2 * busy and result["samples"] == busy
+    assert result["mode"] == "cpu-timer" and result["samples"] > 10
+    frames = result["frames"]
+    top = max(result["stacks"], key=lambda entry: entry[1])
+    assert frames[top[0][-1]].startswith("spin_on_the_loop (")
+    assert signal.getsignal(signal.SIGPROF) == signal.SIG_IGN  # the timer's handler is gone
+
+
+def test_cpu_timer_sampler_does_not_sample_a_waiting_loop() -> None:
+    async def scenario() -> dict[str, Any]:
+        return await sample_stacks(asyncio.get_running_loop(), 0.3, 100)
+
+    result = asyncio.run(scenario())
+    assert result["mode"] == "cpu-timer" and result["samples"] <= 5
