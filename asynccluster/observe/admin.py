@@ -25,6 +25,7 @@ from typing import Any
 
 from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
 from asynccluster.observe.dashboard import Dashboard, claims, start_dashboard
+from asynccluster.observe.guard import host_allowed
 from asynccluster.observe.prometheus import CONTENT_TYPE, is_ready, render
 from asynccluster.observe.streams import ACCEPT_BACKLOG, Connections, connection_cap
 from asynccluster.settingtypes import split_host_port
@@ -63,9 +64,10 @@ def format_address(host: str, port: int) -> str:
 class AdminHandler:
     dashboard: Dashboard | None = None  # serves /, /dashboard, /static/, /api/ (issue 12)
 
-    def __init__(self, monitor: Monitor, connections: Connections | None = None) -> None:
+    def __init__(self, monitor: Monitor, connections: Connections | None = None, bound_host: str = "") -> None:
         self.monitor = monitor
         self.connections = connections
+        self.bound_host = bound_host  # the --admin host ("" in unit tests: no Host check)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -81,7 +83,12 @@ class AdminHandler:
                 if self.dashboard is not None and claims(target.split("?", 1)[0]):
                     await self.dashboard.serve(method, target, headers, reader, writer)
                     return
-                status, content_type, body = self.route(method, target)
+                if self.bound_host and not host_allowed(headers, self.bound_host):
+                    # Bound to loopback: a DNS-rebinding page (evil.example -> 127.0.0.1) must
+                    # not read /status or /metrics either (attack run on issue 12).
+                    status, content_type, body = 403, TEXT, b"Host not allowed on a loopback admin endpoint\n"
+                else:
+                    status, content_type, body = self.route(method, target)
             await respond(writer, status, content_type, b"" if method == "HEAD" else body, len(body))
         except (asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -168,7 +175,7 @@ async def start_admin(supervisor: Any, config: Any) -> CloseFn:
     warn_if_exposed(host)
     monitor = acquire_monitor(supervisor)
     connections = Connections(connection_cap(MAX_CONNECTIONS), "admin", REFUSAL)
-    handler = AdminHandler(monitor, connections)
+    handler = AdminHandler(monitor, connections, host)
     try:
         server = await asyncio.start_server(
             connections.track(handler.handle), host, port, limit=MAX_LINE, backlog=ACCEPT_BACKLOG

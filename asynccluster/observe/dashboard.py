@@ -201,7 +201,7 @@ class Dashboard:
 async def read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> dict[str, Any]:
     """The JSON object of an action (an empty body is ``{}``); ValueError says what is wrong."""
     length_text = headers.get("content-length", "0").strip() or "0"
-    if not length_text.isdigit():
+    if not (length_text.isascii() and length_text.isdigit()):
         raise ValueError("bad Content-Length")
     length = int(length_text)
     if length > MAX_BODY:
@@ -228,8 +228,8 @@ async def do_reload(supervisor: Any, body: dict[str, Any]) -> Any:
 async def do_scale(supervisor: Any, body: dict[str, Any]) -> Any:
     """``N``, ``+N`` or ``-N``, as ``asynccluster scale`` takes it."""
     text = str(body.get("count", "")).strip()
-    if not re.fullmatch(r"[+-]?\d{1,4}", text):
-        raise ValueError(f"scale: expected N, +N or -N, got {text!r}")
+    if not re.fullmatch(r"[+-]?[0-9]{1,9}", text):  # ASCII digits only, as the control socket
+        raise ValueError(f"scale: expected N, +N or -N (ASCII digits), got {text!r}")
     if text[0] in "+-":
         return await supervisor.scale_by(int(text))
     return await supervisor.scale(int(text))
@@ -237,7 +237,7 @@ async def do_scale(supervisor: Any, body: dict[str, Any]) -> Any:
 
 async def do_restart(supervisor: Any, body: dict[str, Any]) -> Any:
     slot = body.get("slot")
-    if isinstance(slot, str) and slot.strip().isdigit():
+    if isinstance(slot, str) and re.fullmatch(r"[0-9]{1,9}", slot.strip()):
         slot = int(slot)
     if not isinstance(slot, int) or isinstance(slot, bool):
         raise ValueError(f"restart: expected a slot number, got {slot!r}")

@@ -54,8 +54,14 @@ def test_actions_need_the_generated_token_and_the_same_origin(start_cluster: Any
         admin.request("POST", "/api/scale", {"count": "+1"},
                       {"X-Asynccluster-Token": token, "Sec-Fetch-Site": "cross-site"}),
         admin.request("GET", "/api/state", headers={"Host": f"rebound.example:{admin.port}"}),
+        # The plain admin views too (attack run): a rebinding page must not read them either.
+        admin.request("GET", "/status", headers={"Host": f"rebound.example:{admin.port}"}),
+        admin.request("GET", "/metrics", headers={"Host": f"rebound.example:{admin.port}"}),
     ]  # fmt: skip
-    assert [status for status, _ in refused] == [403] * 5, refused
+    assert [status for status, _ in refused] == [403] * 7, refused
+    for count in ("+\u0661", "\u0663"):  # Arabic-Indic digits: int() takes them, we must not
+        odd = admin.request("POST", "/api/scale", {"count": count}, {"X-Asynccluster-Token": token})
+        assert odd[0] == 400, odd
     assert admin.request("GET", "/api/reload")[0] == 405  # no GET side effects
     bad = admin.request("POST", "/api/scale", {"count": "many"}, {"X-Asynccluster-Token": token})
     assert bad[0] == 400 and "expected N, +N or -N" in bad[1]["error"]
