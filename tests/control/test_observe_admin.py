@@ -28,7 +28,7 @@ async def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], byte
 
 
 def get(path: str, method: str = "GET") -> bytes:
-    return f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    return f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
 
 
 @pytest.fixture
