@@ -221,11 +221,35 @@ class Supervisor:
             timing=self.timing,
         )
         self.events.record("respawn", f"respawn in {decision.delay:.1f} s {decision.why}".strip(), slot.index)
+        if slot.failures == 0 and not self._any_ready():
+            # A worker that served just died and none is ready now: other slots must not sit
+            # out long backoffs meanwhile (a poison request every second kept a 16 s backoff
+            # running while the cluster was dark: attack run on issue 9).
+            self._cut_backoffs()
         if decision.delay <= 0:
             self._respawn(slot)
             return
         slot.respawn_timer = self.loop.call_later(decision.delay, self._respawn, slot)
         logger.warning("respawning worker %d in %.1f s (%s)", slot.index, decision.delay, decision.why)
+
+    def _any_ready(self) -> bool:
+        return any(
+            handle is not None and handle.alive and handle.state == READY
+            for slot in self.slots.values()
+            if not slot.retiring
+            for handle in (slot.current, slot.candidate)
+        )
+
+    def _cut_backoffs(self) -> None:
+        """No worker is ready: every slot waiting longer than the floor respawns at the floor."""
+        floor = self.timing.floor_delay
+        latest = self.loop.time() + floor
+        for other in self.slots.values():
+            timer = other.respawn_timer
+            if timer is not None and timer.when() > latest:
+                timer.cancel()
+                other.respawn_timer = self.loop.call_later(floor, self._respawn, other)
+                logger.warning("respawning worker %d in %.1f s (no worker is ready: backoff cut)", other.index, floor)
 
     def _others_live(self, slot: Slot) -> bool:
         """Some other slot has a worker ready or starting (the floor of issue 9)."""
