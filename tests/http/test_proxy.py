@@ -97,3 +97,20 @@ def test_unix_socket_peer_is_trusted() -> None:
 def test_parse_forwarded_quoting() -> None:
     hops = parse_forwarded(b'for="a,b;c";proto=https, for=x;, ,for="q\\"uote"')
     assert hops == [{"for": "a,b;c", "proto": "https"}, {"for": "x"}, {"for": 'q"uote'}]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b'[fe80::1%ab" "c]:80', b"fe80::1%a\xc2\x85b", b"fe80::1%" + b"z" * 40, b"[::1]:\xd9\xa1"],
+)
+def test_a_forged_zone_id_or_port_never_becomes_the_client(value: bytes) -> None:
+    """Attack run on issue 8: ``ipaddress`` takes anything after ``%``; the client address goes
+    into the scope and the access log, so only RFC 3986 unreserved zone ids are taken."""
+    proxies = TrustedProxies(["127.0.0.1"])
+    (host, port), _ = proxies.resolve(xff(value), PEER, "http")
+    assert (host, port) == PEER or (host == "::1" and port == 0)
+
+
+def test_a_plain_zone_id_is_kept() -> None:
+    proxies = TrustedProxies(["127.0.0.1"])
+    assert proxies.resolve(xff(b"[fe80::1%eth0]:8080"), PEER, "http")[0] == ("fe80::1%eth0", 8080)
