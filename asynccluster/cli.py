@@ -195,7 +195,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return exitcodes.USAGE
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`asynccluster status | head`): no traceback. stdout now goes to
+        # /dev/null so the interpreter's last flush cannot raise again; 1, as Python's own
+        # documentation suggests for EPIPE.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return result
 
 

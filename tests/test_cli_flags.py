@@ -110,3 +110,20 @@ def test_the_installed_command_refuses_a_foreign_flag_with_exit_2() -> None:
     assert result.returncode == exitcodes.USAGE
     assert "unknown option --log-config: not supported yet" in result.stderr
     assert result.stdout == ""
+
+
+def test_a_reader_that_goes_away_gets_no_traceback() -> None:
+    """`asynccluster status | head`: a closed pipe ends the command quietly (attack run, issue 9)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import argparse, sys\n"
+        "from asynccluster import cli\n"
+        "def command(args):\n"
+        "    raise BrokenPipeError(32, 'Broken pipe')\n"
+        "cli.parse_args = lambda parser, argv: argparse.Namespace(func=command)\n"
+        "sys.exit(cli.main([]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
