@@ -128,12 +128,11 @@ def build_parser() -> Parser:
     )
     add_setting_arguments(run)
     run.set_defaults(func=command_run)
-    try:
-        from asynccluster import commands
-    except ImportError:  # the management commands are optional for `run`
-        pass
-    else:
-        commands.add_subcommands(sub)
+    # Imported here (commands imports this module's helpers); never optional: an import error
+    # in it must show, not silently drop every management command (newcomer trial, issue 8).
+    from asynccluster import commands
+
+    commands.add_subcommands(sub)
     return parser
 
 
