@@ -89,8 +89,14 @@ class Cluster:
 
     async def serve(self) -> int:
         """Bind, start the workers, supervise until stopped; returns the exit code."""
-        loop = asyncio.get_running_loop()
         logbuffer.install()  # from the first line on, every line is kept (issue 11)
+        try:
+            return await self._serve()
+        finally:
+            logbuffer.uninstall()  # an embedding program's logging as it was
+
+    async def _serve(self) -> int:
+        loop = asyncio.get_running_loop()
         accepterrors.install(loop)
         warn_if_root()
         workers = resolve_workers(self.config)

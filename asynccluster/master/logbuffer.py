@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections import deque
@@ -36,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asynccluster.logs import master_tag, relay_line, worker_tag
-from asynccluster.observe.events import LogRing, Ring, adopt_log_ring
+from asynccluster.observe.events import LogRing, Ring, adopt_log_ring, remove_log_ring
 
 MAX_LINES = 10_000
 MAX_BYTES = 8 << 20  # characters of text kept across the ring
@@ -253,4 +254,14 @@ def current() -> LogBuffer | None:
     return _current
 
 
-__all__ = ["LEVELS", "LogBuffer", "as_json", "current", "install", "line_level", "query", "render"]
+def uninstall(logger_name: str = "asynccluster") -> None:
+    """Detach the buffer (the end of an embedded Cluster.serve(), tests): the host program's
+    logging is left as it was."""
+    global _current
+    if _current is not None:
+        remove_log_ring(logger_name)
+        logging.getLogger(logger_name).removeHandler(_current)
+        _current = None
+
+
+__all__ = ["LEVELS", "LogBuffer", "as_json", "current", "install", "line_level", "query", "render", "uninstall"]

@@ -172,6 +172,14 @@ def test_no_cluster_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         env.loop.stop()
 
 
+@pytest.fixture
+def buffer() -> Iterator[logbuffer.LogBuffer]:
+    """This process's log buffer (the "master" of these tests), detached afterwards: an
+    installed buffer is a handler on the asynccluster logger that later tests must not see."""
+    yield logbuffer.install()
+    logbuffer.uninstall()
+
+
 def feed_lines(marker: str) -> list[str]:
     """Worker lines into this process's log buffer (the "master" of these tests), as a worker writes them."""
     lines = [
@@ -188,7 +196,7 @@ def feed_lines(marker: str) -> list[str]:
     return lines
 
 
-def test_logs_shows_the_last_lines_filtered_by_worker(env: Env) -> None:
+def test_logs_shows_the_last_lines_filtered_by_worker(env: Env, buffer: logbuffer.LogBuffer) -> None:
     lines = feed_lines("filtered")
     code, out, _ = env.run("logs", "--lines", "2")
     assert (
@@ -203,7 +211,7 @@ def test_logs_shows_the_last_lines_filtered_by_worker(env: Env) -> None:
     assert {(item["cluster"], item["slot"], item["pid"]) for item in items} == {("web", 0, 1000)}
 
 
-def test_logs_err_only_and_since(env: Env) -> None:
+def test_logs_err_only_and_since(env: Env, buffer: logbuffer.LogBuffer) -> None:
     lines = feed_lines("errors")
     code, out, _ = env.run("logs", "--err", "-n", "1")
     assert code == 0 and out.splitlines() == [lines[2]]
