@@ -78,6 +78,7 @@ class Cycle:
         "sent_bytes",
         "started_at",
         "status",
+        "unfinished_recorded",
         "waiter",
     )
 
@@ -97,6 +98,7 @@ class Cycle:
         self.pending_head = b""
         self.status = 0
         self.sent_bytes = 0
+        self.unfinished_recorded = False
         self.error: BaseException | None = None  # an invalid message we raised into the app
         self.started_at = _now()
 
@@ -166,6 +168,7 @@ class Cycle:
         if self.error is not None:
             logger.error("ASGI app caught our error and went on; %s: %s", self._what(), self.error)
         if self.disconnected:
+            self._record_unfinished()
             return
         if not self.response_started:
             logger.error("ASGI app returned without starting a response for %s", self._what())
@@ -177,6 +180,7 @@ class Cycle:
     def _app_failed(self, exc: BaseException) -> None:
         if self.disconnected and isinstance(exc, (ClientDisconnected, asyncio.CancelledError)):
             logger.debug("client went away during %s", self._what())
+            self._record_unfinished()
             return
         if isinstance(exc, asyncio.CancelledError):
             logger.warning("request cancelled: %s", self._what())
@@ -184,6 +188,7 @@ class Cycle:
             logger.error("Exception in ASGI app for %s", self._what(), exc_info=exc)
             record_error(exc, self.scope)  # grouped for `asynccluster errors` (issue 15)
         if self.disconnected:
+            self._record_unfinished()
             return
         if not self.response_started:
             self._send_500()
@@ -197,7 +202,21 @@ class Cycle:
             self.pending_head = b""  # the head is still ours: replace the response
             self._send_500()
         else:
+            self._record_unfinished()
             self.protocol.abort_response(self)
+
+    def _record_unfinished(self) -> None:
+        """A response that started but never completed (the client left mid-stream, or it was
+        aborted) still gets its access-log line and its count, with the bytes sent so far:
+        SSE streams and cut downloads were invisible (newcomer trial; uvicorn logs them too)."""
+        if not self.response_started or self.response_complete or self.unfinished_recorded:
+            return
+        self.unfinished_recorded = True
+        state = self.protocol.state
+        seconds = _now() - self.started_at
+        state.stats.record_response(self.status, seconds)
+        if state.access_log is not None:
+            state.access_log.log(self.scope, self.status, self.sent_bytes, seconds)
 
     def _send_500(self) -> None:
         """The canned 500 (with Connection: close) in place of the app's response."""

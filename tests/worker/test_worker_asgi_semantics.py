@@ -212,3 +212,42 @@ async def test_nothing_is_written_after_close_even_when_the_app_suspends(start_s
     data = await read_until_closed(reader, 5)
     writer.close()
     assert data.count(b"HTTP/1.1 ") == 1 and data.endswith(b"hello /first")
+
+
+# ---------------------------------------------------------------- a response the client cuts off
+
+
+class RecordingAccessLog:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, int, int]] = []
+
+    def log(self, scope: dict[str, Any], status: int, sent: int, seconds: float) -> None:
+        self.lines.append((scope["path"], status, sent))
+
+
+async def test_a_response_cut_off_by_the_client_is_logged_and_counted(start_server: StartServer) -> None:
+    """SSE streams and aborted downloads: one access line with the bytes sent, one count
+    (uvicorn logs them too; the newcomer trial found them invisible)."""
+    finished = asyncio.Event()
+
+    async def stream(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": TEXT})
+        await send({"type": "http.response.body", "body": b"event\n", "more_body": True})
+        try:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            await send({"type": "http.response.body", "body": b"late\n", "more_body": True})
+        finally:
+            finished.set()
+
+    running = await start_server(stream)
+    recorder = RecordingAccessLog()
+    running.server.state.access_log = recorder  # type: ignore[assignment]
+    reader, writer = await running.connect()
+    writer.write(get("/sse"))
+    await reader.readuntil(b"event\n")
+    writer.close()
+    await asyncio.wait_for(finished.wait(), 5)
+    await wait_for(lambda: bool(recorder.lines), what="the access line")
+    assert recorder.lines == [("/sse", 200, 6)]
+    assert running.server.state.stats.requests == 1
