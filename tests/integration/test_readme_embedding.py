@@ -59,3 +59,37 @@ def test_readme_embedding_block_runs_as_a_script(tmp_path: Path) -> None:
         assert "Traceback" not in cluster.output
     finally:
         cluster.kill_group()
+
+
+def readme_async_block() -> str:
+    """The README's ```python block that drives a Cluster from async code."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S):
+        if "asynccluster.Cluster(" in block:
+            return str(block)
+    raise AssertionError("README.md has no ```python block using asynccluster.Cluster(...)")
+
+
+def test_readme_async_block_runs_as_a_script(tmp_path: Path) -> None:
+    """Copied as it is (the newcomer trial found the old one restarted the cluster in every
+    worker): it reloads, scales and stops, and exits 0."""
+    import subprocess
+
+    block = readme_async_block()
+    for original, replacement in (("workers=4)", "workers=1, port=0)"), ("scale(6)", "scale(2)")):
+        assert original in block, f"the README block changed: update this test ({original!r})"
+        block = block.replace(original, replacement)
+    package = tmp_path / "myproject"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "main.py").write_text(APP)
+    script = tmp_path / "drive.py"
+    script.write_text(block)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": f"{tmp_path}:{REPO}"},
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "ReloadResult(ok=True" in output and "online" in output, output
+    assert "Traceback" not in output, output
