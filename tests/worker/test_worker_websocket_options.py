@@ -228,7 +228,7 @@ async def test_max_queue_pauses_reading_until_the_app_reads(start_server: StartS
 
 async def test_server_pings_and_closes_a_client_that_stops_answering(start_server: StartServer) -> None:
     events: list[Any] = []
-    running = await start_server(echo_app(events), ws_ping_interval=0.1, ws_ping_timeout=0.3)
+    running = await start_server(echo_app(events), ws_ping_interval=0.1, ws_ping_timeout=2.0)
     reader, writer, _ = await open_ws(running)
     for _ in range(2):  # answered pings keep it open; the next ping follows the pong
         opcode, _, payload = await read_raw_frame(reader)
