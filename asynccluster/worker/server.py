@@ -31,6 +31,7 @@ from asynccluster.worker.state import ServerState
 from asynccluster.worker.tls import (
     HandshakeWatch,
     alpn_protocols,
+    check_tls_settings,
     create_ssl_context,
     http2_enabled,
     server_cert_pem,
@@ -118,6 +119,7 @@ class Server:
         Raises :class:`asynccluster.worker.tls.TLSConfigError` when they cannot be used.
         """
         http2_enabled(self.config)  # --http 2 without the h2 package: Http2Unavailable, now
+        check_tls_settings(self.config)  # e.g. --ssl-keyfile alone must not serve plain HTTP
         if not tls_enabled(self.config) or self.ssl_context is not None:
             return
         self.ssl_context = create_ssl_context(self.config, alpn_protocols(self.config))

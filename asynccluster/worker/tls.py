@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import ssl
 from typing import TYPE_CHECKING, Any, cast
 
@@ -58,6 +59,25 @@ class Http2Unavailable(TLSConfigError):
 
 def tls_enabled(config: Config) -> bool:
     return bool(config.ssl_certfile)
+
+
+def check_tls_settings(config: Config) -> None:
+    """TLS settings given without --ssl-certfile: refuse (TLSConfigError) rather than serve
+    plain HTTP to someone who asked for TLS (newcomer trial: --ssl-keyfile alone did)."""
+    if tls_enabled(config):
+        return
+    given = [
+        flag
+        for flag, value in (
+            ("--ssl-keyfile", config.ssl_keyfile),
+            ("--ssl-keyfile-password", config.ssl_keyfile_password),
+            ("--ssl-ca-certs", config.ssl_ca_certs),
+            ("--ssl-ciphers", config.ssl_ciphers),
+        )
+        if value
+    ]
+    if given:
+        raise TLSConfigError(f"TLS: {', '.join(given)} given without --ssl-certfile (the certificate to serve)")
 
 
 def http2_enabled(config: Config) -> bool:
@@ -113,14 +133,17 @@ def create_ssl_context(config: Config, alpn: tuple[str, ...] = ("http/1.1",)) ->
 def _load_chain(context: ssl.SSLContext, config: Config) -> None:
     certfile, keyfile = config.ssl_certfile, config.ssl_keyfile or None
     password = config.ssl_keyfile_password or None
+    for flag, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if path and not os.path.exists(path):  # load_cert_chain's error names no file
+            raise TLSConfigError(f"TLS: {flag} {path}: no such file")
     try:
         # A password callback, not the password: an encrypted key without one must fail here
         # with our message, not block on a terminal prompt.
         context.load_cert_chain(certfile, keyfile, password=lambda: (password or "").encode())
     except FileNotFoundError as exc:
-        raise TLSConfigError(f"TLS: cannot read {exc.filename}: no such file") from None
+        raise TLSConfigError(f"TLS: cannot read {exc.filename or certfile}: no such file") from None
     except PermissionError as exc:
-        raise TLSConfigError(f"TLS: cannot read {exc.filename}: permission denied") from None
+        raise TLSConfigError(f"TLS: cannot read {exc.filename or certfile}: permission denied") from None
     except ssl.SSLError as exc:
         what = f"--ssl-certfile {certfile}" + (f" / --ssl-keyfile {keyfile}" if keyfile else "")
         reason = _reason(exc)

@@ -177,6 +177,22 @@ def test_missing_file(tmp_path: Path) -> None:
     assert "no such file" in context_error(ssl_certfile=str(tmp_path / "nope.pem"))
 
 
+def test_a_missing_file_is_named(server_files: dict, tmp_path: Path) -> None:
+    """Newcomer trial: the message said 'cannot read None'."""
+    missing = str(tmp_path / "nope.key")
+    message = context_error(ssl_certfile=server_files["ssl_certfile"], ssl_keyfile=missing)
+    assert message == f"TLS: --ssl-keyfile {missing}: no such file"
+
+
+def test_tls_settings_without_a_certificate_are_refused(server_files: dict) -> None:
+    """Newcomer trial: --ssl-keyfile alone served plain HTTP without a word."""
+    from asynccluster.worker.tls import check_tls_settings
+
+    with pytest.raises(TLSConfigError, match="--ssl-keyfile given without --ssl-certfile"):
+        check_tls_settings(Config(ssl_keyfile=server_files["ssl_keyfile"]))
+    check_tls_settings(Config())  # no TLS at all: fine
+
+
 def test_not_pem(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("this is not a certificate\n")
     message = context_error(ssl_certfile=str(tmp_path / "junk.pem"))
