@@ -21,9 +21,9 @@ most :data:`MAX_GROUPS` groups, least recently seen evicted first (and counted).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
-import sysconfig
 import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -37,10 +37,16 @@ PATH_LIMIT = 200  # characters of the request path
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _ASYNCIO_DIR = os.path.dirname(os.path.abspath(traceback.__file__)) + os.sep + "asyncio" + os.sep
-_LIBRARY_DIRS = tuple(
-    {os.path.abspath(path) + os.sep for key in ("stdlib", "platstdlib", "purelib", "platlib")
-     if (path := sysconfig.get_paths().get(key))}
-)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def _library_dirs() -> tuple[str, ...]:
+    """The standard library's and installed packages' directories (looked up at the first error)."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    keys = ("stdlib", "platstdlib", "purelib", "platlib")
+    return tuple({os.path.abspath(paths[key]) + os.sep for key in keys if paths.get(key)})
 
 
 def _is_app_file(filename: str) -> bool:
@@ -49,7 +55,7 @@ def _is_app_file(filename: str) -> bool:
     path = os.path.abspath(filename)
     if path.startswith(_PACKAGE_DIR):
         return False
-    return not path.startswith(_LIBRARY_DIRS) and "site-packages" not in path and "dist-packages" not in path
+    return not path.startswith(_library_dirs()) and "site-packages" not in path and "dist-packages" not in path
 
 
 def _is_ours(filename: str) -> bool:

@@ -22,8 +22,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from asynccluster.observe import errors as grouping
-from asynccluster.worker.diagnose_ops import DiagnoseError, measure_memory, sample_stacks
-from asynccluster.worker.slowlog import SlowLog
+
+
+class DiagnoseError(Exception):
+    """A request the worker refuses, with the reason for the operator."""
+
 
 if TYPE_CHECKING:
     from asynccluster.worker.accesslog import AccessLog
@@ -140,6 +143,9 @@ class Diagnostics:
             self.send({"type": "diagnose-result", "id": ident, "ok": True, "result": result})
 
     async def _run(self, op: str, message: dict[str, Any]) -> dict[str, Any]:
+        # Imported on first use: tracemalloc and the samplers cost nothing to a worker never measured.
+        from asynccluster.worker.diagnose_ops import measure_memory, sample_stacks
+
         seconds = _bounded(message.get("seconds"), 0.1, 600.0, "seconds")
         if op == "memory":
             top = int(_bounded(message.get("top", 10), 1, 50, "top"))
@@ -162,6 +168,8 @@ def install(loop: asyncio.AbstractEventLoop, send: Send, server: Server, slow_th
     global _errors
     _errors = ErrorBatch(loop, send)
     if slow_threshold_ms > 0:
+        from asynccluster.worker.slowlog import SlowLog
+
         state = server.state
         slow = SlowLog(
             slow_threshold_ms / 1000.0, state.access_log, state.tasks, loop, slow_stacks, report=_errors.add_slow

@@ -32,6 +32,7 @@ from collections import Counter
 from types import FrameType
 from typing import Any
 
+from asynccluster.worker.diagnose import DiagnoseError
 from asynccluster.worker.main import rss_bytes
 
 MAX_STACKS = 2000  # distinct stacks kept by the sampler; the rest are counted as "[other]"
@@ -39,10 +40,6 @@ MAX_DEPTH = 128  # frames per sampled stack (innermost kept)
 _ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
 _SELECTORS = selectors.__file__
 _SKIP_FILES = (tracemalloc.__file__, __file__, "<frozen importlib._bootstrap>", "<unknown>")
-
-
-class DiagnoseError(Exception):
-    """A request the worker refuses, with the reason for the operator."""
 
 
 async def measure_memory(seconds: float, top: int) -> dict[str, Any]:
