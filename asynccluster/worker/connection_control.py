@@ -212,10 +212,18 @@ class ConnectionControl:
             self.timer = DRAIN_IDLE
             return
         if self.pipeline:
+            last = self.pipeline[-1]
+            if last.response_started:
+                # Its head is built (maybe sent) without Connection: close: closing after it
+                # would meet the client's next request (read errors in wrk during reloads of a
+                # FastAPI app). It ends as a keep-alive response; the connection then waits
+                # as a draining idle one (protocol.response_complete), whose next request is
+                # answered with Connection: close.
+                return
             # Answer what was received; the last response says Connection: close. (With an
             # empty pipeline a head is being received: on_request gives it keep_alive=False.)
             self.accepting = False
-            self.pipeline[-1].keep_alive = False
+            last.keep_alive = False
 
     def _close_idle_for_drain(self) -> None:
         """Still idle at the end of the drain grace: half-close, read until the client closes

@@ -66,6 +66,10 @@ __all__ = [
 
 logger = logging.getLogger("asynccluster.worker")
 
+# A response completed while the worker drains leaves its connection idle this long at least
+# before the staged close (see ConnectionControl.shutdown): about ten drain ticks.
+DRAIN_REPLY_GRACE = 0.5
+
 PATHSEND = "http.response.pathsend"  # the ASGI Path Send extension's key
 
 
@@ -348,8 +352,7 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
             return
         if not pipeline:
             if self.reading is None:
-                self.timer = IDLE
-                self.deadline = self.state.now + self.state.keep_alive_grace
+                self._idle_after_response()
             else:
                 # The rest of the unread body is still arriving (and dropped): the client
                 # still owes it within --body-timeout.
@@ -364,6 +367,18 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
                 self._run_pipeline()  # before 3.12 this only schedules the next app's Task
             elif self.error_status:
                 self._run_pipeline_later()
+
+    def _idle_after_response(self) -> None:
+        """Keep-alive idle from now: the keep-alive timer, or while the worker drains, the
+        drain's staged close (a request that comes first is answered with Connection: close)."""
+        state = self.state
+        if state.draining:
+            self.timer = DRAIN_IDLE
+            # At least a few drain ticks: a busy client's next request is already on its way.
+            self.deadline = max(state.drain_idle_deadline, state.now + DRAIN_REPLY_GRACE)
+            return
+        self.timer = IDLE
+        self.deadline = state.now + state.keep_alive_grace
 
     # ------------------------------------------------------------ writing
 

@@ -314,3 +314,29 @@ async def test_drain_marks_the_last_in_flight_response_close() -> None:
     responses = parse_responses(transport.data, ["GET", "GET"], eof=False)
     assert [r.header(b"connection") for r in responses] == [None, b"close"]
     assert transport.closed
+
+
+async def test_drain_never_closes_after_a_response_whose_head_said_keep_alive() -> None:
+    """A response started before the drain (its head built without Connection: close) must
+    not be followed by a close the client cannot see coming: the connection waits as a
+    draining idle one and its next request gets Connection: close (wrk read errors while a
+    FastAPI app was reloaded: middleware sends the head and the body in different steps)."""
+    release = asyncio.Event()
+
+    async def two_steps(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await release.wait()
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    protocol, transport = make(two_steps)
+    protocol.data_received(get("/first"))
+    await settle_until(lambda: bool(protocol.pipeline) and protocol.pipeline[0].response_started)
+    start_draining(protocol)
+    protocol.shutdown()
+    release.set()
+    await settle_until(lambda: not protocol.pipeline)
+    assert not transport.closed and protocol.timer == DRAIN_IDLE
+    protocol.data_received(get("/next"))  # the client's next request, sent on the keep-alive promise
+    await settle_until(lambda: transport.closed)
+    responses = parse_responses(transport.data, ["GET", "GET"], eof=False)
+    assert [r.header(b"connection") for r in responses] == [None, b"close"]
