@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from asynccluster import __version__, exitcodes
 from asynccluster.cli_flags import advice
@@ -58,6 +58,11 @@ class Parser(argparse.ArgumentParser):
     def command_parser(self, args: argparse.Namespace) -> Parser:
         """The parser of the subcommand ``args`` chose (this one if none)."""
         return self.commands.get(getattr(args, "command", None) or "", self)
+
+    def error(self, message: str) -> NoReturn:
+        """The message and where to look, without argparse's usage dump: `run` has some eighty
+        options, and the advice on a uvicorn flag was the last of fifty lines (newcomer trial)."""
+        self.exit(exitcodes.USAGE, f"{self.prog}: error: {message}\n(all options: {self.prog} --help)\n")
 
     def option_strings(self) -> set[str]:
         """Every flag this parser knows (help-suppressed ones included)."""
