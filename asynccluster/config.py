@@ -29,6 +29,7 @@ from asynccluster.settingtypes import (
     non_negative_float,
     non_negative_int,
     parse_access_log_format,
+    parse_app,
     parse_bool,
     parse_cron,
     parse_duration,
@@ -83,6 +84,7 @@ class Config:
     app: str = setting(
         "",
         "The ASGI app as 'module:attribute' (e.g. examples.hello:app).",
+        parse=parse_app,
         group="application",
         positional=True,
         metavar="APP",

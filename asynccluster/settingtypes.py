@@ -109,6 +109,24 @@ def parse_cron(text: str) -> str:
     return cleaned
 
 
+def parse_app(text: str) -> str:
+    """'module:attribute' (uvicorn's form), checked when settings load: a file path or a
+    missing attribute is a usage error (exit 2) before anything is bound or spawned, not an
+    import failure in the first worker (newcomer trial)."""
+    text = text.strip()
+    module, sep, attribute = text.partition(":")
+    if sep and module and attribute and "/" not in module and not module.endswith(".py"):
+        return text
+    if module.endswith(".py") or "/" in module:
+        dotted = module.removesuffix(".py").replace("/", ".").strip(".")
+        hint = f" (a module, not a file: {dotted}:{attribute or 'app'}; --app-dir adds its directory to the path)"
+    elif not sep:
+        hint = f" (name the attribute: {text}:app?)"
+    else:
+        hint = ""
+    raise ValueError(f"expected 'module:attribute' like examples.hello:app, got {text!r}{hint}")
+
+
 def parse_workers(text: str) -> int | str:
     if text.strip().lower() == "auto":
         return "auto"

@@ -199,3 +199,21 @@ def test_embedding_settings_are_checked_and_layered(monkeypatch: pytest.MonkeyPa
     assert (config.workers, config.port, config.backlog) == (4, 0, 64)
     with pytest.raises(ConfigError, match="did you mean 'workers'"):
         config_from_settings({"app": "m:a", "wokers": 4}, env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("examples/hello.py", "a module, not a file: examples.hello:app"),
+        ("examples.hello", "name the attribute: examples.hello:app?"),
+        ("examples.hello:", "expected 'module:attribute'"),
+        (":app", "expected 'module:attribute'"),
+    ],
+)
+def test_an_app_path_that_is_not_module_colon_attribute_is_a_usage_error(text: str, hint: str) -> None:
+    """Checked when settings load (exit 2), before a port is bound or a worker spawned."""
+    from asynccluster.settingtypes import parse_app
+
+    with pytest.raises(ValueError, match=re.escape(hint)):
+        parse_app(text)
+    assert parse_app(" pkg.mod:app.sub ") == "pkg.mod:app.sub"
