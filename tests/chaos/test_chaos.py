@@ -73,9 +73,9 @@ def test_a_poison_request_every_half_second_causes_no_outage(cluster_factory: An
     outage_samples = 0
     for _ in range(10):
         with contextlib.suppress(OSError):
-            get(
-                cluster.port, "/crash", timeout=30
-            )  # the worker dies under it: no response (30 s: a crash left queued would strike during the stop)
+            # The worker dies under it: no response. 30 s: a crash request left queued by a
+            # client time-out would strike during the stop below.
+            get(cluster.port, "/crash", timeout=30)
         assert request_ok(cluster.port)  # queued behind the crash, served by a replacement
         outage_samples += get(admin, "/readyz")[0] != 200
     assert outage_samples <= 1
