@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import REPO, ClusterProcess
+from tests.integration.conftest import REPO, ClusterProcess, get_json
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux only")
 
@@ -76,3 +76,17 @@ def test_describe_shows_origins_paths_restarts_and_exits(cluster: tuple[ClusterP
     assert re.search(r"workers +2 +env ASYNCCLUSTER_WORKERS", text)
     assert "backlog" not in text and "backlog" in cli(ctl, "describe", "op", "--all").stdout
     assert all(len(line) <= 100 for line in text.splitlines())
+
+
+def test_max_requests_50_recycles_at_50(cluster_factory: Any) -> None:
+    """Issue 11 item 6 as the issue states it (the worker asks for its replacement itself)."""
+    running = cluster_factory("tests.apps.basic:app", "--workers", "1", "--max-requests", "50", "--no-access-log")
+    running.wait_ready()
+    for _ in range(60):
+        get_json(running.port)
+        if running.count(r"recycling worker 0"):
+            break
+    line = running.wait_for(r"recycling worker 0 .*max-requests: served (\d+) requests", timeout=10)
+    assert line.group(1) == "50"
+    running.wait_for(r"replaced worker 0 .*recycle", timeout=20)
+    assert running.stop() == 0
