@@ -138,10 +138,11 @@ class Cycle:
         """Start the app in its own Task, in a fresh context (eagerly on Python >= 3.12)."""
         state = self.protocol.state
         task = start_task(state.loop, self._main(), state.context.copy())
-        if not task.done():  # suspended: keep it referenced until it ends (the loop holds it weakly)
-            tasks = state.tasks
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+        if not task.done():
+            # Suspended (or, before 3.12, not started): referenced until it ends (the loop holds
+            # tasks weakly) and awaited by a drain. _main removes it itself: a done callback
+            # would cost one more loop callback per request.
+            state.tasks.add(task)
 
     async def _main(self) -> None:
         """The app's run, inside the request's Task: every outcome is handled here."""
@@ -158,9 +159,10 @@ class Cycle:
         except BaseException as exc:  # the app's own failure (or cancellation) ends here
             self._app_failed(exc)
         else:
-            if result is None and self.response_complete and self.error is None:
-                return  # the common case: answered, nothing to report
-            self._app_returned(result)
+            if result is not None or not self.response_complete or self.error is not None:
+                self._app_returned(result)  # the common case (answered, nothing to report) skips it
+        finally:
+            self.protocol.state.tasks.discard(asyncio.current_task())
 
     def _app_returned(self, result: Any) -> None:
         if result is not None:
