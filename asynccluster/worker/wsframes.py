@@ -77,13 +77,27 @@ def close_payload(code: int, reason: str = "") -> bytes:
     return code.to_bytes(2, "big") + data
 
 
+# XOR tables for unmasking large payloads: _XOR[m] maps each byte b to b ^ m (64 KiB in all).
+_XOR = [bytes(b ^ m for b in range(256)) for m in range(256)]
+
+# Below this many bytes one big-integer XOR is fastest; above it, big-integer conversion costs
+# grow faster than the payload, and four bytes.translate passes (one per key byte) are about 2.7x
+# faster at 64 KiB (ws_bench: unmasking was most of a 64 KiB echo's cost).
+_TRANSLATE_FROM = 2048
+
+
 def unmask(data: bytes, mask: bytes) -> bytes:
-    """XOR with the 4-byte masking key (RFC 6455 §5.3), as one big-integer operation."""
+    """XOR with the 4-byte masking key (RFC 6455 §5.3)."""
     length = len(data)
     if not length:
         return b""
-    key = (mask * (length // 4 + 1))[:length]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+    if length < _TRANSLATE_FROM:
+        key = (mask * (length // 4 + 1))[:length]
+        return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
+    out = bytearray(data)
+    for offset in range(4):
+        out[offset::4] = out[offset::4].translate(_XOR[mask[offset]])
+    return bytes(out)
 
 
 class FrameReader:

@@ -206,3 +206,14 @@ def test_frame_codec_round_trip_and_limits() -> None:
     assert too_big.value.code == 1009
     assert encode_frame(0x1, b"hi") == b"\x81\x02hi"
     assert accept_key(b"dGhlIHNhbXBsZSBub25jZQ==") == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 §1.3
+
+
+@pytest.mark.parametrize("length", [1, 3, 4, 5, 2047, 2048, 2049, 65536, 65539])
+def test_unmask_is_the_xor_with_the_repeated_key(length: int) -> None:
+    """RFC 6455 §5.3, on both sides of the size where unmask changes method."""
+    import os
+
+    from asynccluster.worker.wsframes import unmask
+
+    data, mask = os.urandom(length), os.urandom(4)
+    assert unmask(data, mask) == bytes(byte ^ mask[index % 4] for index, byte in enumerate(data))
