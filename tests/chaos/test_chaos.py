@@ -80,7 +80,12 @@ def test_a_poison_request_every_half_second_causes_no_outage(cluster_factory: An
         outage_samples += get(admin, "/readyz")[0] != 200
     assert outage_samples <= 1
     cluster.wait_for(r"worker slot \d crashed \d+ times in 60 s .*last exit: .*exit code 1", timeout=10)
-    assert cluster.stop() == 0
+    # The stop's status is not this test's subject: a poison request still on its way when the
+    # stop begins (its client already saw a reset from the worker it first reached) can kill
+    # the replacement during the stop, which the exit status reports as 1 by design (README,
+    # exit status). The cluster must stop, not hang or be forced (7).
+    mark = cluster.mark()
+    assert cluster.stop() in (0, 1), cluster.output_tail(cluster.mark() - mark + 20)
 
 
 def test_connection_floods_under_a_low_fd_limit_leave_the_master_working(cluster_factory: Any) -> None:
