@@ -94,6 +94,10 @@ class Acceptor:
         self._sock.setblocking(False)
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
 
+    def adopting(self) -> list[asyncio.Task[Any]]:
+        """Accepted connections still being set up (their protocol not made yet)."""
+        return list(self._tasks)
+
     def close(self) -> None:
         """Stop accepting and close the listening socket (idempotent)."""
         if self.closed:

@@ -169,9 +169,16 @@ class Server:
         """
         state = self.state
         state.draining = True
+        adopting = [task for server in self._servers for task in server.adopting()]
         for server in self._servers:
             server.close()
         self._servers.clear()
+        if adopting:
+            # Connections accepted just before the listener closed are still being set up (a
+            # Task each, before 3.12 run on a later loop pass): let them become connections,
+            # so they are drained like the rest instead of being dropped when the worker exits
+            # (a fresh connection closed without a response during a --reload under load).
+            await asyncio.wait(adopting, timeout=max(0.0, timeout / 2))
         state.all_closed.clear()
         state.now = now = state.loop.time()
         state.drain_idle_deadline = now + drain_idle_grace(self.config.timeout_keep_alive, timeout)
