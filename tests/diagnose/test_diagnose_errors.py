@@ -95,7 +95,13 @@ def test_worker_batch_groups_and_sends_once_per_interval() -> None:
         for path in ("/a?secret=1", "/b", "/c"):
             batch.add(raised(lambda: 1 / 0), {"method": "GET", "path": path.split("?")[0]})
         batch.add(raised(app_code_calling_stdlib), {"method": "POST", "path": "/d"})
-        loop.run_until_complete(asyncio.sleep(0.05))
+
+        async def until_sent() -> None:  # the batch's own timer sends it; wait for that, with a deadline
+            deadline = loop.time() + 5
+            while not sent and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+
+        loop.run_until_complete(until_sent())
     finally:
         loop.close()
     assert len(sent) == 1 and sent[0]["type"] == "errors"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from asynccluster import logs
 from asynccluster.config import Config
 from asynccluster.worker.server import Server
 
@@ -82,3 +85,25 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: st
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+def worker_logging(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """``worker_logging(**config)`` sets up logging as in worker slot 3 with a log file; the
+    process's logging is restored afterwards."""
+    root = logging.getLogger()
+    package = logging.getLogger("asynccluster")
+    saved = (list(root.handlers), root.level, package.level)
+    log_file = tmp_path / "cluster.log"
+
+    def setup(**settings: Any) -> Path:
+        logs.setup_logging(Config(log_file=str(log_file), **settings), slot=3)
+        return log_file
+
+    yield setup
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    package.setLevel(saved[2])

@@ -14,14 +14,13 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from asynccluster import logs
-from asynccluster.config import Config
 from asynccluster.worker.accesslog import ACCESS_LOGGER, DEFAULT_FORMAT, AccessLog
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,28 +34,6 @@ SCOPE = {
 FIELDS_FORMAT = "%(client)s|%(method)s|%(path)s|%(query)s|%(http_version)s|%(status)d|%(bytes)d|%(worker)s"
 TEXT_TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ")
 JSON_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}$")
-
-
-@pytest.fixture
-def worker_logging(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """``worker_logging(**config)`` sets up logging as in worker slot 3 with a log file; the
-    process's logging is restored afterwards."""
-    root = logging.getLogger()
-    package = logging.getLogger("asynccluster")
-    saved = (list(root.handlers), root.level, package.level)
-    log_file = tmp_path / "cluster.log"
-
-    def setup(**settings: Any) -> Path:
-        logs.setup_logging(Config(log_file=str(log_file), **settings), slot=3)
-        return log_file
-
-    yield setup
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    package.setLevel(saved[2])
 
 
 def read_lines(path: Path) -> list[str]:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from asynccluster import logs
-from asynccluster.config import Config
 from asynccluster.worker.accesslog import ACCESS_LOGGER, DEFAULT_FORMAT, AccessLog, quoted_path, quoted_query
 from tests.worker.apps import hello
 from tests.worker.conftest import StartServer
@@ -34,27 +32,6 @@ EVIL_TARGETS = [
     (b'/q?a="b"&c=%22d', "/q?a=%22b%22&c=%22d"),  # the query's own escapes are kept
     (b"/caf%C3%A9/%25", "/caf%C3%A9/%25"),  # non-ASCII and a literal '%' in the decoded path
 ]
-
-
-@pytest.fixture
-def worker_logging(tmp_path: Path) -> Iterator[Callable[..., Path]]:
-    """Logging set up as in a worker (the access log's fast path), restored afterwards."""
-    root = logging.getLogger()
-    package = logging.getLogger("asynccluster")
-    saved = (list(root.handlers), root.level, package.level)
-    log_file = tmp_path / "cluster.log"
-
-    def setup(**settings: Any) -> Path:
-        logs.setup_logging(Config(log_file=str(log_file), **settings), slot=1)
-        return log_file
-
-    yield setup
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    package.setLevel(saved[2])
 
 
 async def test_default_format_logs_the_query_like_uvicorn(
