@@ -81,3 +81,191 @@ def test_master_supervisor_import_leaves_http_unloaded() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "", f"importing the supervisor loads {result.stdout.strip()}"
+
+
+# --- Issue 10: the whole package's import graph -------------------------------------------------
+# Every ``import`` statement counts, wherever it is: at the top, inside a function (lazy) or under
+# ``if TYPE_CHECKING:``. A lazy import hides a cycle from Python but not from the reader; a
+# TYPE_CHECKING one hides it from both until a type needs it at run time.
+
+STDLIB = frozenset(sys.stdlib_module_names)
+OWN_IMPORT_FUNCTIONS = frozenset({"import_module", "find_spec", "__import__"})
+
+
+def module_name(path: Path) -> str:
+    """``asynccluster/worker/main.py`` -> ``asynccluster.worker.main`` (a package is its ``__init__``)."""
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES: dict[str, Path] = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def own_targets(path: Path) -> set[str]:
+    """The package's modules that ``path`` imports explicitly.
+
+    ``from P import x`` is an edge to ``P.x`` when that is a module, else to ``P`` (``x`` is an
+    attribute of ``P``'s ``__init__``). Implicit imports of parent packages are not edges: every
+    Python import runs them, so they cannot be avoided and do not express a dependency.
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    this = module_name(path)
+    package = this.split(".") if path.name == "__init__.py" else this.split(".")[:-1]
+    targets: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets.update(alias.name for alias in node.names if alias.name in MODULES)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join([*package[: len(package) - node.level + 1], *filter(None, [node.module])])
+            base = base if node.level else node.module or ""
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}"
+                if candidate in MODULES:
+                    targets.add(candidate)
+                elif base in MODULES:
+                    targets.add(base)
+    targets.discard(this)
+    return targets
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {name: own_targets(path) for name, path in MODULES.items()}
+
+
+def strongly_connected_components(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iterative (no recursion limit): components of two or more modules."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work: list[tuple[str, list[str]]] = [(root, sorted(graph[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, pending = work[-1]
+            if pending:
+                nxt = pending.pop()
+                if nxt not in index:
+                    index[nxt] = low[nxt] = len(index)
+                    stack.append(nxt)
+                    on_stack.add(nxt)
+                    work.append((nxt, sorted(graph.get(nxt, ()))))
+                elif nxt in on_stack:
+                    low[node] = min(low[node], index[nxt])
+                continue
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component: list[str] = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    components.append(sorted(component))
+    return components
+
+
+def test_scc_finds_a_cycle_hidden_by_lazy_and_type_checking_imports() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert strongly_connected_components(graph) == [["a", "b", "c"]]
+    assert strongly_connected_components({"a": {"b"}, "b": set()}) == []
+
+
+def test_graph_sees_lazy_and_type_checking_imports() -> None:
+    # worker/main.py imports asynccluster.worker.server inside a function and under TYPE_CHECKING
+    # in at least one version of the code; whatever the layout, some lazy import exists somewhere:
+    # the graph must contain every edge the AST holds, not only module-level ones.
+    lazy = [
+        (name, node)
+        for name, path in MODULES.items()
+        for func in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for node in ast.walk(func)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("asynccluster")
+    ]
+    graph = import_graph()
+    for name, node in lazy:
+        assert any(t.startswith(node.module or "") for t in graph[name]), (name, node.module)
+
+
+def test_no_import_cycle_anywhere() -> None:
+    cycles = strongly_connected_components(import_graph())
+    assert cycles == [], "import cycles (lazy and TYPE_CHECKING imports included):\n" + "\n".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
+def contracts_sources() -> list[Path]:
+    return sorted((PACKAGE / "contracts").glob("**/*.py"))
+
+
+def test_contracts_package_exists() -> None:
+    assert contracts_sources(), "asynccluster/contracts/ (the typed seams between processes) is missing"
+
+
+@pytest.mark.parametrize("path", contracts_sources(), ids=lambda p: p.name)
+def test_contracts_import_only_the_stdlib_and_themselves(path: Path) -> None:
+    for name in imported_modules(path):
+        top = name.split(".")[0]
+        if top == "asynccluster":
+            assert name.startswith("asynccluster.contracts"), f"{path.name} imports {name}"
+        else:
+            assert top in STDLIB or top == "__future__", f"{path.name} imports {name} (not stdlib)"
+
+
+@pytest.mark.parametrize("path", sources("worker"), ids=lambda p: p.name)
+def test_worker_never_imports_master(path: Path) -> None:
+    for name in imported_modules(path):
+        assert not name.startswith("asynccluster.master"), f"{path.name} imports {name}"
+
+
+def cli_sources() -> list[Path]:
+    package = PACKAGE / "cli"
+    return sorted(package.glob("**/*.py")) if package.is_dir() else [PACKAGE / "cli.py"]
+
+
+@pytest.mark.parametrize("path", cli_sources(), ids=lambda p: p.name)
+def test_cli_uses_the_control_client_not_the_server(path: Path) -> None:
+    for name in imported_modules(path):
+        assert not name.startswith("asynccluster.master.control"), f"{path.name} imports {name}"
+
+
+def dynamic_own_imports(path: Path) -> list[str]:
+    """Calls of import_module/find_spec/__import__ that could load one of our own modules.
+
+    A literal naming a third-party module (``find_spec("h2")``: an optional extra) is fine; a
+    literal naming ours, or a computed name, hides an edge from this test. The one place that must
+    import by name is the user's app (``asynccluster/importer.py``).
+    """
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+        if called not in OWN_IMPORT_FUNCTIONS or not node.args:
+            continue
+        arg = node.args[0]
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and not arg.value.startswith("asynccluster"):
+            continue
+        found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {called}({ast.unparse(arg)})")
+    return found
+
+
+def test_no_dynamic_imports_of_own_modules() -> None:
+    found = [
+        hit for name, path in MODULES.items() if name != "asynccluster.importer" for hit in dynamic_own_imports(path)
+    ]
+    assert found == [], "imports by name hide edges from the import graph:\n" + "\n".join(found)
