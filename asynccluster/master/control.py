@@ -30,15 +30,22 @@ import errno
 import json
 import logging
 import os
-import re
 import socket
-import stat
 import struct
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from asynccluster.contracts.control import (
+    SLOT,
+    SUFFIX,
+    ControlError,
+    control_dir,
+    parse_scale,
+    remove_stale,
+    sanitise_name,
+)
 from asynccluster.master import describe, logbuffer
 from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
 from asynccluster.observe.streams import ACCEPT_BACKLOG, Connections, connection_cap
@@ -46,8 +53,6 @@ from asynccluster.observe.streams import ACCEPT_BACKLOG, Connections, connection
 log = logging.getLogger("asynccluster.control")
 
 CloseFn = Callable[[], Awaitable[None]]
-SUFFIX = ".sock"
-MAX_NAME = 64  # sun_path holds 108 bytes, the directory needs its share
 MAX_REQUEST = 64 * 1024
 MAX_SUFFIX = 100
 # Open control connections at most (issue 9); at the limit the oldest idle one is closed.
@@ -56,90 +61,10 @@ MAX_CONNECTIONS = 16
 # waits for EOF, is exempt). `asynccluster top` asks every second.
 IDLE_TIMEOUT = 60.0
 REFUSAL = b'{"ok": false, "error": "too many control connections; try again", "usage": false}\n'
-COUNT = re.compile(r"[+-]?[0-9]{1,9}")
-SLOT = re.compile(r"[0-9]{1,9}")
-
-
-class ControlError(Exception):
-    """A control problem with a message meant for the operator."""
-
-    def __init__(self, message: str, *, usage: bool = False) -> None:
-        super().__init__(message)
-        self.usage = usage
 
 
 # ---------------------------------------------------------------- where the sockets live
-
-
-def sanitise_name(name: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._-")
-    return cleaned[:MAX_NAME] or "asynccluster"
-
-
-def default_control_dir() -> Path:
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "asynccluster"
-    return Path("/tmp") / f"asynccluster-{os.getuid()}"
-
-
-def control_dir(configured: str = "", *, create: bool = False) -> Path:
-    """The per-user directory of control sockets, checked to be private (created if asked)."""
-    path = Path(configured) if configured else default_control_dir()
-    if create:
-        try:
-            path.mkdir(mode=0o700, parents=bool(configured))
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise ControlError(f"cannot create the control directory {path}: {exc.strerror}") from None
-    check_private_dir(path)
-    return path
-
-
-def check_private_dir(path: Path) -> None:
-    """Refuse a directory another user could have planted or can write into."""
-    try:
-        info = os.lstat(path)
-    except FileNotFoundError:
-        return  # nothing there yet: no cluster runs
-    except PermissionError:
-        raise ControlError(f"cannot access the control directory {path}: permission denied") from None
-    if not stat.S_ISDIR(info.st_mode):
-        raise ControlError(f"control directory {path} is not a directory (a symlink?); remove it")
-    if info.st_uid != os.getuid():
-        raise ControlError(
-            f"control directory {path} belongs to uid {info.st_uid}, not to us (uid {os.getuid()}): "
-            "its clusters are another user's"
-        )
-    if info.st_mode & 0o077:
-        raise ControlError(
-            f"control directory {path} has mode {stat.S_IMODE(info.st_mode):04o}; it must be private: chmod 700 {path}"
-        )
-
-
-def probe(path: Path, timeout: float = 1.0) -> bool | None:
-    """True: a master listens there; False: stale (nobody listens); None: cannot tell."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(str(path))
-        except (ConnectionRefusedError, FileNotFoundError):
-            return False
-        except OSError:
-            return None
-    return True
-
-
-def remove_stale(path: Path) -> bool:
-    """Unlink ``path`` if it is a socket nobody listens on; True if it was removed."""
-    try:
-        if not stat.S_ISSOCK(os.lstat(path).st_mode) or probe(path) is not False:
-            return False
-        path.unlink()
-    except FileNotFoundError:
-        return False
-    return True
+# (naming, the private directory, probe and remove_stale: asynccluster/contracts/control.py)
 
 
 def bind_control_socket(directory: Path, name: str) -> tuple[socket.socket, str, Path]:
@@ -180,23 +105,6 @@ def peer_uid(sock: Any) -> int | None:
 
 
 # ---------------------------------------------------------------- requests
-
-
-def parse_scale(count: Any, current: int) -> int:
-    """``N``, ``+N`` or ``-N`` -> the target worker count; refuses anything below 1."""
-    text = str(count).strip()
-    # ASCII digits only (issue 9: "\\d" also takes other scripts' digits, which int() accepts),
-    # and few enough of them that int() stays cheap; --max-workers bounds the rest.
-    if not COUNT.fullmatch(text):
-        raise ControlError(f"scale: expected N, +N or -N (digits 0-9), got {text[:40]!r}", usage=True)
-    target = current + int(text) if text[0] in "+-" else int(text)
-    if target < 1:
-        raise ControlError(
-            f"cannot scale to {target} workers (now {current}); a cluster keeps at least 1 worker — "
-            "use 'asynccluster stop' to stop it",
-            usage=True,
-        )
-    return target
 
 
 def current_worker_count(status: dict[str, Any]) -> int:

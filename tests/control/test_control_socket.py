@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from asynccluster.config import Config
+from asynccluster.contracts import control as client
 from asynccluster.master import control
 from asynccluster.master.control import ControlError, ControlServer, start_control
 from asynccluster.observe.aggregate import Monitor
@@ -154,19 +155,19 @@ async def test_a_stale_socket_is_replaced_on_start(tmp_path: Path) -> None:
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(path))  # bound, never listening, then closed: what SIGKILL leaves behind
     dead.close()
-    assert control.probe(path) is False
+    assert client.probe(path) is False
     close = await start_control(FakeSupervisor(), make_config(tmp_path))
     try:
-        assert control.probe(path) is True  # ours now, not web-2
+        assert client.probe(path) is True  # ours now, not web-2
     finally:
         await close()
 
 
 def test_names_are_sanitised() -> None:
-    assert control.sanitise_name("tests.apps.basic:app") == "tests.apps.basic_app"
-    assert control.sanitise_name("../../etc/passwd") == "etc_passwd"
-    assert control.sanitise_name("") == "asynccluster"
-    assert len(control.sanitise_name("x" * 500)) == control.MAX_NAME
+    assert client.sanitise_name("tests.apps.basic:app") == "tests.apps.basic_app"
+    assert client.sanitise_name("../../etc/passwd") == "etc_passwd"
+    assert client.sanitise_name("") == "asynccluster"
+    assert len(client.sanitise_name("x" * 500)) == client.MAX_NAME
 
 
 def test_unsafe_directories_are_refused(tmp_path: Path) -> None:
@@ -174,26 +175,26 @@ def test_unsafe_directories_are_refused(tmp_path: Path) -> None:
     shared.mkdir(mode=0o755)
     os.chmod(shared, 0o755)
     with pytest.raises(ControlError, match="must be private"):
-        control.control_dir(str(shared))
+        client.control_dir(str(shared))
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "elsewhere")
     (tmp_path / "elsewhere").mkdir(mode=0o700)
     with pytest.raises(ControlError, match="not a directory"):
-        control.control_dir(str(link))
+        client.control_dir(str(link))
     foreign = tmp_path / "foreign"
     foreign.mkdir(mode=0o700)
     os.chown(foreign, 65534, 65534)
     with pytest.raises(ControlError, match="belongs to uid 65534"):
-        control.control_dir(str(foreign))
-    created = control.control_dir(str(tmp_path / "new" / "ctl"), create=True)
+        client.control_dir(str(foreign))
+    created = client.control_dir(str(tmp_path / "new" / "ctl"), create=True)
     assert stat.S_IMODE(os.stat(created).st_mode) == 0o700
 
 
 def test_default_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    assert control.default_control_dir() == tmp_path / "asynccluster"
+    assert client.default_control_dir() == tmp_path / "asynccluster"
     monkeypatch.delenv("XDG_RUNTIME_DIR")
-    assert control.default_control_dir() == Path(f"/tmp/asynccluster-{os.getuid()}")
+    assert client.default_control_dir() == Path(f"/tmp/asynccluster-{os.getuid()}")
 
 
 def connect_as(uid: int, path: Path) -> bytes:
