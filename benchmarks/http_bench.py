@@ -62,6 +62,9 @@ class ServerSpec:
     name: str
     argv: Callable[[str], list[str]]  # port -> command line
     description: str
+    # Another checkout to run from (--baseline): its directory is the cwd and PYTHONPATH, so
+    # `python -m asynccluster` imports that tree's package instead of this one.
+    checkout: Path | None = None
 
 
 def _asynccluster(port: str) -> list[str]:
@@ -236,11 +239,12 @@ def start_server(spec: ServerSpec, server_cpu: int, log_dir: Path) -> RunningSer
     """Start a server pinned to `server_cpu`, in its own process group, logging to a file."""
     port = free_port()
     log_path = log_dir / f"{spec.name}.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    root = spec.checkout or REPO
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             ["taskset", "-c", str(server_cpu), *spec.argv(str(port))],
-            cwd=REPO,
+            cwd=root,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -747,17 +751,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-cpu", type=int, default=1, help="core the servers are pinned to (default 1)")
     parser.add_argument("--wrk-cpu", type=int, default=0, help="core wrk is pinned to (default 0)")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. a git worktree of an older commit): adds server 'baseline', "
+        "asynccluster run from that tree, measured in the same interleaved rounds",
+    )
+    parser.add_argument(
         "--update-readme", action="store_true", help="also put the table into benchmarks/README.md's results section"
     )
     args = parser.parse_args(argv)
     # --quick only changes the defaults, so `--quick --duration 1` still means 1 s.
     args.duration = args.duration if args.duration is not None else (2 if args.quick else 5)
     args.rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if args.baseline is not None:
+        add_baseline(parser, args.baseline)
     args.servers = _choices(parser, "--servers", args.servers, SERVERS)
     args.scenarios = _choices(parser, "--scenarios", args.scenarios, SCENARIOS)
     if args.duration < 1 or args.rounds < 1:
         parser.error("--duration and --rounds must be at least 1")
     return args
+
+
+def add_baseline(parser: argparse.ArgumentParser, checkout: Path) -> None:
+    """Register server "baseline": asynccluster started from ``checkout`` (issue 10's before/after)."""
+    checkout = checkout.resolve()
+    if not (checkout / "asynccluster" / "__main__.py").is_file():
+        parser.error(f"--baseline: {checkout} holds no asynccluster package")
+    SERVERS["baseline"] = ServerSpec(
+        "baseline", _asynccluster, f"asynccluster run --workers 1, from {checkout}", checkout
+    )
 
 
 def _choices(parser: argparse.ArgumentParser, flag: str, text: str, known: dict[str, Any]) -> list[str]:
