@@ -22,7 +22,7 @@ from typing import Any
 from asynccluster import describecmd, diagnose_commands, exitcodes, logscmd, saved, startcmd
 from asynccluster.cli import add_setting_arguments, config_from_args
 from asynccluster.config import Config, ConfigError
-from asynccluster.master.control import (
+from asynccluster.contracts.control import (
     SUFFIX,
     ControlError,
     control_dir,

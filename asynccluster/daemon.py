@@ -28,7 +28,7 @@ from typing import Any
 
 from asynccluster import exitcodes, statedir
 from asynccluster.config import Config, flag_name, parse_bool, settings
-from asynccluster.master.control import SUFFIX, ControlError, control_dir, probe, sanitise_name
+from asynccluster.contracts.control import SUFFIX, ControlError, control_dir, probe, sanitise_name
 
 DEFAULT_LOG_SIZE = "10M"
 START_TIMEOUT = 60.0  # seconds `start` waits for readiness by default (--wait)

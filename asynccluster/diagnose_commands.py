@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from asynccluster import exitcodes
-from asynccluster.master.control import ControlError
+from asynccluster.contracts.control import ControlError
 from asynccluster.observe import format as fmt
 
 Connect = Callable[[argparse.Namespace], Any]

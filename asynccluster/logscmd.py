@@ -20,7 +20,7 @@ from typing import Any
 
 from asynccluster import exitcodes
 from asynccluster.master import logbuffer
-from asynccluster.master.control import ControlError
+from asynccluster.contracts.control import ControlError
 from asynccluster.settingtypes import parse_duration
 
 FOLLOW_WAIT = 5.0  # seconds one follow request may wait in the master for a new line

@@ -35,7 +35,7 @@ from typing import Any
 
 from asynccluster import daemon, exitcodes, statedir
 from asynccluster.master import sdnotify
-from asynccluster.master.control import ControlError, probe
+from asynccluster.contracts.control import ControlError, probe
 
 DUMP = "dump.json"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -19,7 +19,7 @@ from asynccluster import daemon, exitcodes
 from asynccluster.appsfile import looks_like_apps_file, read_apps_file
 from asynccluster.cli import add_setting_arguments, config_from_args
 from asynccluster.config import ConfigError
-from asynccluster.master.control import ControlError
+from asynccluster.contracts.control import ControlError
 
 Command = Callable[[argparse.Namespace], int]
 

@@ -20,7 +20,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from asynccluster.master.control import ControlError
+from asynccluster.contracts.control import ControlError
 
 STATE_ENV = "ASYNCCLUSTER_STATE_DIR"
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
