@@ -15,14 +15,12 @@ from typing import Any
 
 import httptools
 
+from .cache import TARGET_CACHEABLE, RequestCaches
 from .errors import ProtocolError
 from .events import RequestHead, RequestSink
 from .limits import Limits
 from .validate import (
-    GOOD_HOSTS,
-    METHODS,
     OWS,
-    TARGETS,
     bad,
     check_fields,
     check_host,
@@ -97,13 +95,14 @@ class RequestParser:
 
     After a GET WebSocket handshake (``head.upgrade == b"websocket"``) the parser stops after
     ``on_request_complete`` and holds later bytes unparsed: the worker calls :meth:`detach` to
-    take them when it switches protocols, or :meth:`resume` when it answered with plain HTTP.
+    take them when it switches protocols (a declined handshake closes the connection).
     After a :class:`ProtocolError` the parser ignores further input.
     """
 
     __slots__ = (
         "_body_limit",
         "_body_seen",
+        "_caches",
         "_chunked",
         "_complete_pending",
         "_fields_max",
@@ -134,9 +133,12 @@ class RequestParser:
         "_url_max",
     )
 
-    def __init__(self, sink: RequestSink, limits: Limits | None = None) -> None:
+    def __init__(self, sink: RequestSink, limits: Limits | None = None, caches: RequestCaches | None = None) -> None:
         limits = limits or Limits()
         self._sink = sink
+        # Checked methods, targets and Host values: the worker passes its one set (shared by
+        # its connections); a parser made without one keeps its own.
+        self._caches = caches if caches is not None else RequestCaches()
         self._on_body_sink = sink.on_body
         self._limits = limits
         # --limit-request-line bounds the whole line, method SP target SP HTTP/x.y: a target
@@ -237,15 +239,6 @@ class RequestParser:
                 self._check_framing(len(data) - (self._body_seen - body_before))
         elif self._chunked:
             self._check_chunked_read(data, state, self._messages - messages, body_before)
-
-    def resume(self) -> None:
-        """The worker answered a WebSocket handshake with plain HTTP: parse the held bytes."""
-        if self._state != _PAUSED:
-            return
-        held, self._held = self._held, b""
-        self._state = _IDLE
-        if held:
-            self.feed(held)
 
     def detach(self) -> bytes:
         """The connection switched protocols: return the bytes received after the handshake."""
@@ -420,8 +413,9 @@ class RequestParser:
                 raise bad("more than one Host header field")
             if version == "1.1":
                 raise bad("missing Host header field")
-        elif self._host not in GOOD_HOSTS:
+        elif self._caches.hosts.get(self._host) is None:
             check_host(self._host)
+            self._caches.hosts.put(self._host, True)
         content_length: int | None = None
         expect_continue = False
         upgrade: bytes | None = None
@@ -464,12 +458,16 @@ class RequestParser:
                 if version == "0.9":
                     _check_version_given(line, line_end)
                 version = check_version(version)
-        method = METHODS.get(raw_method)
+        caches = self._caches
+        method = caches.methods.get(raw_method)
         if method is None:
             method = method_name(raw_method)
-        target = TARGETS.get(url)
+            caches.methods.put(raw_method, method)
+        target = caches.targets.get(url)
         if target is None:
             target = parse_target(url, method)
+            if len(url) <= TARGET_CACHEABLE:
+                caches.targets.put(url, target)
         if checked is not None and line is not None and len(url) <= _LINE_CACHEABLE:
             self._remember_line(line, raw_method, url, (method, target, version))
         return method, target, version

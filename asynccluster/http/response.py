@@ -18,6 +18,7 @@ import email.utils
 import http
 from collections.abc import Iterable
 
+from .cache import HotCache
 from .errors import ResponseError
 
 __all__ = [
@@ -93,20 +94,20 @@ _WS = (32, 9)
 
 # Fields whose value decides framing or connection handling: looked at, not passed blindly.
 _FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection", b"server", b"date"))
-# Validated names as the app spells them -> lower-cased name if in _FRAMING, else None.
-# One dict lookup per header replaces validating and lower-casing every time.
-_NAMES: dict[bytes, bytes | None] = {}
-_NAMES_MAX = 512
+# Validated names as the app spells them -> lower-cased name if in _FRAMING, else None
+# (HeaderNames, one per worker): one dict lookup per header replaces validating and
+# lower-casing every time.
 _UNKNOWN = b""
+HeaderNames = HotCache[bytes, bytes | None]
+HEADER_NAMES_SIZE = 512
 
 
-def _learn_name(name: bytes) -> bytes | None:
+def _learn_name(name: bytes, names: HeaderNames) -> bytes | None:
     if not isinstance(name, bytes) or not name or name.translate(None, _TCHAR):
         raise ResponseError(f"invalid response header name {name!r}")
     lname = name.lower()
     kind = lname if lname in _FRAMING else None
-    if len(_NAMES) < _NAMES_MAX:
-        _NAMES[name] = kind
+    names.put(name, kind)
     return kind
 
 
@@ -124,10 +125,13 @@ def _check_value(value: bytes) -> bytes:
 class ResponseWriter:
     """Encodes one response at a time on a connection; reuse it for the next response."""
 
-    __slots__ = ("_server_line", "chunked", "keep_alive", "no_body", "remaining")
+    __slots__ = ("_names", "_server_line", "chunked", "keep_alive", "no_body", "remaining")
 
-    def __init__(self, server: bytes | str | None = b"asynccluster") -> None:
+    def __init__(self, server: bytes | str | None = b"asynccluster", names: HeaderNames | None = None) -> None:
+        """``names``: the worker's table of validated header names (shared by its writers);
+        a writer made without one keeps its own."""
         self._server_line = server_header(server)
+        self._names: HeaderNames = names if names is not None else HotCache(HEADER_NAMES_SIZE)
         self.chunked = False
         self.no_body = False
         self.keep_alive = True
@@ -154,11 +158,12 @@ class ResponseWriter:
         length: bytes | None = None
         coding: bytes | None = None
         own_server = own_date = False
-        names = _NAMES
+        names = self._names
+        get_name = names.get
         for name, value in headers:
-            kind = names.get(name, _UNKNOWN)
+            kind = get_name(name, _UNKNOWN)
             if kind is _UNKNOWN:
-                kind = _learn_name(name)
+                kind = _learn_name(name, names)
             if not isinstance(value, bytes) or value.translate(None, _VALUE_CHARS):
                 raise ResponseError(f"invalid response header value {value!r}")
             if value and (value[0] in _WS or value[-1] in _WS):

@@ -13,9 +13,10 @@
   the parser), CONNECT -> 501.
 
 :class:`asynccluster.http.parser.RequestParser` calls these only for what it has not seen
-before (a new method, request-target or Host value: the results are cached in the bounded
-``METHODS``/``TARGETS``/``GOOD_HOSTS``) or for the few fields that need a look (framing,
-Expect, Upgrade). Each check raises :class:`ProtocolError` with the status to answer.
+before (a new method, request-target or Host value: it keeps the results in the worker's
+:class:`~asynccluster.http.cache.RequestCaches`) or for the few fields that need a look
+(framing, Expect, Upgrade). The checks are pure functions (nothing is remembered here); each
+raises :class:`ProtocolError` with the status to answer.
 Limits (414, 431, 413, chunk framing) are the parser's: they depend on its running counts.
 
 Percent-decoding policy: ``path`` is the UTF-8 decoding of the percent-decoded target path.
@@ -42,18 +43,6 @@ _HOST_CHARS = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.
 _HEXDIG = b"0123456789abcdefABCDEF"
 _DECODED_CTL = re.compile("[\x00-\x1f\x7f]")
 OWS = b" \t"
-
-# ---------------------------------------------------------------- caches of checked values
-
-# Most traffic repeats a few methods, URLs and Host values: the parser looks these up first
-# and calls the checks below only on a miss. Each cache is bounded (a client cannot grow it).
-METHODS: dict[bytes, str] = {}
-_METHODS_MAX = 64
-TARGETS: dict[bytes, tuple[bytes, str, bytes]] = {}  # request-target -> (raw_path, path, query)
-_TARGETS_MAX = 512
-_TARGET_CACHEABLE = 256
-GOOD_HOSTS: set[bytes] = set()
-_GOOD_HOSTS_MAX = 64
 
 
 def bad(reason: str) -> ProtocolError:
@@ -149,8 +138,6 @@ def method_name(raw: bytes) -> str:
     if name == "CONNECT":
         # An origin server has nothing to tunnel to (RFC 9110 §9.3.6, §15.6.2).
         raise ProtocolError(501, "CONNECT is not supported")
-    if len(METHODS) < _METHODS_MAX:
-        METHODS[raw] = name
     return name
 
 
@@ -170,10 +157,7 @@ def parse_target(url: bytes, method: str) -> tuple[bytes, str, bytes]:
         rest = _absolute_path(url)
     raw_path, _, query = rest.partition(b"?")
     path = _percent_decode(raw_path) if b"%" in raw_path else raw_path.decode("ascii")
-    target = (raw_path, path, query)
-    if len(url) <= _TARGET_CACHEABLE and len(TARGETS) < _TARGETS_MAX:
-        TARGETS[url] = target
-    return target
+    return raw_path, path, query
 
 
 def _absolute_path(url: bytes) -> bytes:
@@ -233,8 +217,6 @@ def check_host(host: bytes) -> None:
             raise bad("invalid Host header field")
     elif host.count(b":") > 1 or not _is_port(host.partition(b":")[2]):
         raise bad("invalid Host header field")
-    if len(GOOD_HOSTS) < _GOOD_HOSTS_MAX:
-        GOOD_HOSTS.add(host)
 
 
 def _is_port(port: bytes) -> bool:

@@ -8,8 +8,10 @@ worker remembers it: the encoded head and the writer's framing state after ``sta
 restores both (about 0.3 µs).
 
 Bounded and self-cleaning: the ``date`` line is part of every key, so the table is emptied
-whenever the date changes (once a second), and at most :data:`MAX_ENTRIES` heads are kept.
-Headers that are not hashable (lists instead of tuples, bytearrays) simply bypass it.
+whenever the date changes (once a second), and at most :data:`MAX_ENTRIES` heads are kept, the
+ones asked for again (:class:`~asynccluster.http.cache.HotCache`: an app sending many one-off
+heads does not push out its common ones). One per worker (ServerState.head_cache). Headers
+that are not hashable (lists instead of tuples, bytearrays) simply bypass it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from asynccluster.http.cache import HotCache
 from asynccluster.http.response import ResponseWriter
 
 MAX_ENTRIES = 256
@@ -30,7 +33,7 @@ class HeadCache:
     __slots__ = ("_date", "_entries", "_last_entry", "_last_key")
 
     def __init__(self) -> None:
-        self._entries: dict[Any, tuple[bytes, tuple[bool, bool, bool, int | None]]] = {}
+        self._entries: HotCache[Any, tuple[bytes, tuple[bool, bool, bool, int | None]]] = HotCache(MAX_ENTRIES)
         self._date: bytes | None = None
         # The last key looked up and its entry: an app usually sends the same head again, and
         # comparing with it (element identity first) costs less than hashing the key anew.
@@ -70,10 +73,11 @@ class HeadCache:
             status, headers, head_request=head_request, http_version=http_version, keep_alive=keep_alive, date=date
         )
         entries = self._entries
-        if date is not self._date or len(entries) >= MAX_ENTRIES:
+        if date is not self._date:
             entries.clear()
             self._date = date
-        entries[key] = entry = (head, writer.save())
+        entry = (head, writer.save())
+        entries.put(key, entry)
         self._last_key = key
         self._last_entry = entry
         return head

@@ -102,7 +102,7 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
-        self.parser = RequestParser(self, state.limits)
+        self.parser = RequestParser(self, state.limits, state.request_caches)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.flow: FlowControl = None  # type: ignore[assignment]
         self.pipeline: deque[Cycle] = deque()
@@ -124,7 +124,7 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
         self.trusted = False
         self.scope_template: dict[str, Any] = {}
         # One response at a time per connection (pipeline order), so one writer is reused.
-        self.writer = ResponseWriter(state.server_header)
+        self.writer = ResponseWriter(state.server_header, state.header_names)
         self.ws_pending: dict[str, Any] | None = None  # a WebSocket handshake's scope, waiting its turn
         self.ws_session: WebSocketSession | None = None  # the handshake being answered by the app
         self.tls: dict[str, Any] | None = None  # the ASGI tls extension on a TLS connection (tls.py)

@@ -12,9 +12,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from asynccluster.config import Config
+from asynccluster.http.cache import HotCache, RequestCaches
 from asynccluster.http.limits import Limits
 from asynccluster.http.proxy import TrustedProxies
-from asynccluster.http.response import date_header
+from asynccluster.http.response import HEADER_NAMES_SIZE, HeaderNames, date_header
 from asynccluster.observe.stats import WorkerStats
 from asynccluster.worker.accesslog import AccessLog
 from asynccluster.worker.asgi2 import ASGIApp
@@ -56,6 +57,7 @@ class ServerState:
         "draining",
         "head_cache",
         "header_grace",
+        "header_names",
         "header_timeout",
         "keep_alive_grace",
         "keep_alive_timeout",
@@ -68,6 +70,7 @@ class ServerState:
         "over_limit",
         "pathsend",
         "proxies",
+        "request_caches",
         "root_path",
         "server_header",
         "stats",
@@ -111,7 +114,11 @@ class ServerState:
         # and fully closed at most drain_linger seconds later.
         self.drain_idle_deadline = 0.0
         self.drain_linger = 0.0
+        # The worker's memo tables (issue 10): created once here, passed to every connection's
+        # parser and response writer; bounded, keeping what is asked for again.
         self.head_cache = HeadCache()
+        self.request_caches = RequestCaches()
+        self.header_names: HeaderNames = HotCache(HEADER_NAMES_SIZE)
         self.all_closed = asyncio.Event()
         # Each request runs in a copy of this context (a fresh one per request, so nothing an
         # app sets in a contextvar leaks into the next request on the connection).

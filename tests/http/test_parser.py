@@ -453,16 +453,6 @@ def test_websocket_handshake_pauses_and_detach_returns_later_bytes() -> None:
     assert len(sink.events) == 2
 
 
-def test_declined_upgrade_resumes_http_parsing() -> None:
-    sink = Recorder()
-    parser = RequestParser(sink)
-    parser.feed(WS + GET[:10])
-    parser.feed(GET[10:])
-    assert len(sink.events) == 2
-    parser.resume()
-    assert [e[0] for e in sink.events] == ["request", "complete", "request", "complete"]
-
-
 @pytest.mark.parametrize(
     "head",
     [
