@@ -2,7 +2,7 @@
 
 No prefix matching anywhere (``--reload`` was read as ``--reload-batch``, ``--header`` as
 ``--header-timeout``); an unknown flag is exit 2 with the closest real flags; uvicorn's and
-gunicorn's flags we do not have say what to use instead (one table, cli_flags.FOREIGN_FLAGS).
+gunicorn's flags we do not have say what to use instead (one table, cli/flags.py's FOREIGN_FLAGS).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from asynccluster import exitcodes
-from asynccluster.cli import Parser, build_parser, main
-from asynccluster.cli_flags import FOREIGN_FLAGS, advice, flag_of
+from asynccluster.cli import build_parser, main
+from asynccluster.cli.flags import FOREIGN_FLAGS, advice, flag_of
+from asynccluster.cli.parser import Parser
 
 ROOT = Path(__file__).resolve().parent.parent
 

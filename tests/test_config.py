@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from asynccluster.cli import build_parser, config_from_args, format_effective_config
+from asynccluster.cli import build_parser
+from asynccluster.cli.parser import config_from_args
+from asynccluster.cli.run import format_effective_config
 from asynccluster.config import Config, ConfigError, load_config, parse_size, settings, unknown_env_warnings
 from asynccluster.docs import settings_markdown
 

@@ -31,6 +31,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from asynccluster.contracts.results import scale_refusal
+
 SUFFIX = ".sock"
 MAX_NAME = 64
 CONNECT_TIMEOUT = 5.0  # seconds: connecting, and any request not told otherwise
@@ -139,12 +141,9 @@ def parse_scale(count: Any, current: int) -> int:
     if not COUNT.fullmatch(text):
         raise ControlError(f"scale: expected N, +N or -N (digits 0-9), got {text[:40]!r}", usage=True)
     target = current + int(text) if text[0] in "+-" else int(text)
-    if target < 1:
-        raise ControlError(
-            f"cannot scale to {target} workers (now {current}); a cluster keeps at least 1 worker — "
-            "use 'asynccluster stop' to stop it",
-            usage=True,
-        )
+    refusal = scale_refusal(target, current=current)  # the one rule (contracts/results.py)
+    if refusal:
+        raise ControlError(refusal, usage=True)
     return target
 
 

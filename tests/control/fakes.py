@@ -7,13 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from asynccluster.contracts.results import ReloadResult, RestartResult, ScaleResult
 from asynccluster.observe.stats import LATENCY_BUCKETS
-
-
-@dataclass
-class FakeResult:
-    message: str
-    failures: int = 0
 
 
 def heartbeat(requests: int = 0, *, at: float | None = None, cpu: float = 0.0, app_metrics: Any = None,
@@ -57,6 +52,12 @@ class FakeSupervisor:
     calls: list[tuple[str, Any]] = field(default_factory=list)
     fail_with: Exception | None = None
     stopped: asyncio.Event | None = None
+    max_workers: int = 16  # --max-workers, as the control server reads it
+
+    @property
+    def desired(self) -> int:
+        """The worker count the cluster keeps, as the control server reads it."""
+        return len(self.workers)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -72,23 +73,25 @@ class FakeSupervisor:
             "accept_queue": {str(w["slot"]): 0 for w in self.workers},
         }
 
-    async def reload(self) -> FakeResult:
+    async def reload(self) -> ReloadResult:
         self.calls.append(("reload", None))
         if self.fail_with:
             raise self.fail_with
-        return FakeResult(f"reloaded {len(self.workers)}/{len(self.workers)} workers in 0.1 s, 0 failures")
+        total = len(self.workers)
+        return ReloadResult(True, total, total, 0.1, message=f"reloaded {total}/{total} workers in 0.1 s, 0 failures")
 
-    async def scale(self, count: int) -> FakeResult:
+    async def scale(self, count: int) -> ScaleResult:
         self.calls.append(("scale", count))
-        return FakeResult(f"scaled from {len(self.workers)} to {count} workers")
+        before = len(self.workers)
+        return ScaleResult(True, before, count, message=f"scaled from {before} to {count} workers")
 
-    async def scale_by(self, delta: int) -> FakeResult:
+    async def scale_by(self, delta: int) -> ScaleResult:
         # +N / -N: the real supervisor applies the delta under its lock; recorded as the target.
         return await self.scale(len(self.workers) + delta)
 
-    async def restart(self, slot: int) -> FakeResult:
+    async def restart(self, slot: int) -> RestartResult:
         self.calls.append(("restart", slot))
-        return FakeResult(f"restarted slot {slot}")
+        return RestartResult(True, slot, message=f"restarted slot {slot}")
 
     async def stop(self, force: bool = False) -> None:
         self.calls.append(("stop", force))

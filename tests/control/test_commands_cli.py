@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from asynccluster import commands
+from asynccluster import cli
 from asynccluster.config import Config
+from asynccluster.contracts.results import ReloadResult
 from asynccluster.master import logbuffer
 from asynccluster.master.control import start_control
-from tests.control.fakes import FakeResult, FakeSupervisor
+from tests.control.fakes import FakeSupervisor
 
 
 class LoopThread:
@@ -53,8 +54,7 @@ class Env:
     capsys: pytest.CaptureFixture[str]
 
     def run(self, *argv: str) -> tuple[int, str, str]:
-        parser = argparse.ArgumentParser(prog="asynccluster")
-        commands.add_subcommands(parser.add_subparsers())
+        parser = cli.build_parser()
         args = parser.parse_args([*argv[:1], "--control-dir", str(self.directory), *argv[1:]])
         func: Callable[[argparse.Namespace], int] = args.func
         self.capsys.readouterr()
@@ -109,8 +109,9 @@ def test_operations_report_their_outcome(env: Env) -> None:
 
 
 def test_a_failed_reload_exits_non_zero(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def broken() -> FakeResult:
-        return FakeResult("reload aborted: worker 0 did not become ready (exit code 3); rolled back", failures=1)
+    async def broken() -> ReloadResult:
+        error = "reload aborted: worker 0 did not become ready (exit code 3); rolled back"
+        return ReloadResult(False, 0, 2, 0.1, error=error, message=error)
 
     monkeypatch.setattr(env.supervisor, "reload", broken)
     code, out, err = env.run("reload")

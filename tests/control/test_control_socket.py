@@ -17,7 +17,6 @@ import pytest
 
 from asynccluster.config import Config
 from asynccluster.contracts import control as client
-from asynccluster.master import control
 from asynccluster.master.control import ControlError, ControlServer, start_control
 from asynccluster.observe.aggregate import Monitor
 from tests.control.asuser import run_as
@@ -73,7 +72,7 @@ async def test_operations_reach_the_supervisor(served: tuple[FakeSupervisor, Con
     supervisor, conn, _ = served
     reload = await conn.ask("reload")
     assert reload["ok"] and reload["result"]["message"].startswith("reloaded 2/2")
-    assert reload["result"]["failures"] == 0 and "elapsed" in reload["result"]
+    assert reload["result"]["ok"] is True and reload["result"]["replaced"] == 2 and "elapsed" in reload["result"]
     scaled = await conn.ask("scale", count="+1")
     assert scaled["ok"] and scaled["result"]["target"] == 3 and scaled["result"]["previous"] == 2
     await conn.ask("scale", count="-1")

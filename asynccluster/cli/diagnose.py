@@ -23,10 +23,10 @@ from collections.abc import Callable
 from typing import Any
 
 from asynccluster import exitcodes
-from asynccluster.contracts.control import ControlError
+from asynccluster.cli.common import connect, guard
+from asynccluster.cli.parser import add_common_arguments
 from asynccluster.observe import format as fmt
 
-Connect = Callable[[argparse.Namespace], Any]
 WAIT_GRACE = 30.0  # seconds beyond --seconds the CLI waits for the master's answer
 
 
@@ -106,18 +106,18 @@ def show(args: argparse.Namespace, answer: dict[str, Any], text: Callable[[dict[
     return exitcodes.OK
 
 
-def cmd_errors(args: argparse.Namespace, connect: Connect) -> int:
+def cmd_errors(args: argparse.Namespace) -> int:
     with connect(args) as client:
         answer = client.request("errors", tracebacks=args.tracebacks or args.json)
     return show(args, answer, lambda a: errors_text(a, args.tracebacks))
 
 
-def cmd_slow(args: argparse.Namespace, connect: Connect) -> int:
+def cmd_slow(args: argparse.Namespace) -> int:
     with connect(args) as client:
         return show(args, client.request("slow"), slow_text)
 
 
-def cmd_memory(args: argparse.Namespace, connect: Connect) -> int:
+def cmd_memory(args: argparse.Namespace) -> int:
     with connect(args) as client:
         answer = client.request(
             "memory", timeout=args.seconds + WAIT_GRACE, slot=args.worker, seconds=args.seconds, top=args.top
@@ -125,7 +125,7 @@ def cmd_memory(args: argparse.Namespace, connect: Connect) -> int:
     return show(args, answer, memory_text)
 
 
-def cmd_profile(args: argparse.Namespace, connect: Connect) -> int:
+def cmd_profile(args: argparse.Namespace) -> int:
     out = os.path.abspath(args.out)
     form = args.format or ("speedscope" if out.endswith(".json") else "svg")
     with connect(args) as client:
@@ -146,44 +146,35 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def add_parsers(subparsers: Any, common: Callable[[argparse.ArgumentParser], None],
-                guard: Callable[[Any], Any], connect: Connect) -> None:  # fmt: skip
+def add_parsers(subparsers: Any) -> None:
     """Add errors/slow/memory/profile to the CLI's subparsers (guarded like the others)."""
-
-    def bind(command: Callable[[argparse.Namespace, Connect], int]) -> Any:
-        def run(args: argparse.Namespace) -> int:
-            return command(args, connect)
-
-        run.__name__ = command.__name__
-        return guard(run)
-
     parser = subparsers.add_parser("errors", help="the app's unhandled exceptions, grouped by type and app frame")
-    common(parser)
+    add_common_arguments(parser)
     parser.add_argument("--tracebacks", action="store_true", help="show each group's traceback")
-    parser.set_defaults(func=bind(cmd_errors))
+    parser.set_defaults(func=guard(cmd_errors))
 
     parser = subparsers.add_parser("slow", help="the last requests slower than --slow-request-threshold")
-    common(parser)
-    parser.set_defaults(func=bind(cmd_slow))
+    add_common_arguments(parser)
+    parser.set_defaults(func=guard(cmd_slow))
 
     for name, help_text in (
         ("memory", "top allocation sites and growth of one worker (tracemalloc for --seconds)"),
         ("profile", "CPU profile of one worker while it serves (py-spy, else a stdlib sampler): flame graph"),
     ):
         parser = subparsers.add_parser(name, help=help_text)
-        common(parser)
+        add_common_arguments(parser)
         parser.add_argument("--worker", type=int, required=True, metavar="SLOT", help="the worker slot to measure")
         parser.add_argument("--seconds", type=_positive_seconds, default=10.0, help="measured window (default 10)")
         if name == "memory":
             parser.add_argument("--top", type=int, default=10, help="sites to show (1-50, default 10)")
-            parser.set_defaults(func=bind(cmd_memory))
+            parser.set_defaults(func=guard(cmd_memory))
         else:
             parser.add_argument("--out", required=True, metavar="FILE", help="write the profile here (.svg or .json)")
             parser.add_argument("--format", choices=("svg", "speedscope"), help="default: from --out's extension")
             parser.add_argument("--rate", type=int, default=100, help="samples per second (default 100)")
             parser.add_argument("--tool", choices=("auto", "py-spy", "sampler"), default="auto",
                                 help="py-spy (if installed) or the stdlib sampler in the worker")  # fmt: skip
-            parser.set_defaults(func=bind(cmd_profile))
+            parser.set_defaults(func=guard(cmd_profile))
 
 
-__all__ = ["ControlError", "add_parsers"]
+__all__ = ["add_parsers", "errors_text", "memory_text", "profile_text", "slow_text"]

@@ -10,7 +10,7 @@ prints and returns. ``asynccluster run`` stays the foreground command for Docker
 The background cluster logs to a file unless given one: ``<state>/logs/NAME.log``, rotated at
 10M with 5 backups (asynccluster/logs.py), and its master keeps every line in memory for
 ``asynccluster logs NAME`` as any cluster does. ``start`` records what it launched in the
-state directory (asynccluster/statedir.py) for ``delete`` and ``save``; ``delete NAME``
+state directory (asynccluster/cli/statedir.py) for ``delete`` and ``save``; ``delete NAME``
 (or ``all``) stops the cluster gracefully and forgets it.
 """
 
@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asynccluster import exitcodes, statedir
+from asynccluster import exitcodes
+from asynccluster.cli import statedir
 from asynccluster.config import Config, flag_name, parse_bool, settings
 from asynccluster.contracts.control import SUFFIX, ControlError, control_dir, probe, sanitise_name
 

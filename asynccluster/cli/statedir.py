@@ -4,7 +4,7 @@
 overrides it: tests, several users of one account). Private like the control directory:
 mode 0700, files 0600, refused if it belongs to someone else or others can write it.
 
-- ``apps/NAME.json``: one record per cluster started in the background (asynccluster/daemon.py):
+- ``apps/NAME.json``: one record per cluster started in the background (asynccluster/cli/daemon.py):
   ``{"name", "argv" (the arguments of ``asynccluster run``), "cwd", "env" (what the apps
   file or --env-file added), "log_file"}``;
 - ``logs/NAME.log``: such a cluster's log file, unless it was given one;

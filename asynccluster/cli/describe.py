@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 from asynccluster import exitcodes
+from asynccluster.cli.common import connect, guard, output_width
+from asynccluster.cli.parser import add_common_arguments
 from asynccluster.observe import format as fmt
 from asynccluster.observe.columns import Layout, fit_table
 
@@ -73,22 +74,21 @@ def _value(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def cmd_describe(
-    args: argparse.Namespace, connect: Callable[[argparse.Namespace], Any], width: Callable[[], int]
-) -> int:
+def cmd_describe(args: argparse.Namespace) -> int:
     with connect(args) as client:
         view = client.request("describe")
-    print(json.dumps(view, default=str) if args.json else describe_text(view, width(), args.all))
+    print(json.dumps(view, default=str) if args.json else describe_text(view, output_width(), args.all))
     return exitcodes.OK
 
 
-def add_describe_parser(subparsers: Any, common: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
+def add_parser(subparsers: Any) -> None:
+    """Add ``describe`` to the CLI's subparsers."""
+    parser = subparsers.add_parser(
         "describe", help="one cluster in detail: settings and where they came from, paths, restarts, last exits"
     )
-    common(parser)
+    add_common_arguments(parser)
     parser.add_argument("--all", action="store_true", help="every setting, also those at their defaults")
-    return parser
+    parser.set_defaults(func=guard(cmd_describe))
 
 
-__all__ = ["add_describe_parser", "cmd_describe", "describe_text"]
+__all__ = ["add_parser", "cmd_describe", "describe_text"]

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from asynccluster import exitcodes
-from asynccluster.master import logbuffer
+from asynccluster.cli.common import connect, guard
+from asynccluster.cli.parser import add_common_arguments
 from asynccluster.contracts.control import ControlError
+from asynccluster.master import logbuffer
 from asynccluster.settingtypes import parse_duration
 
 FOLLOW_WAIT = 5.0  # seconds one follow request may wait in the master for a new line
@@ -48,7 +49,7 @@ def show(args: argparse.Namespace, answer: dict[str, Any]) -> None:
         print(line, flush=True)
 
 
-def cmd_logs(args: argparse.Namespace, connect: Callable[[argparse.Namespace], Any]) -> int:
+def cmd_logs(args: argparse.Namespace) -> int:
     query = request_args(args)
     with connect(args) as client:
         answer = client.request("logs", **query)
@@ -73,12 +74,12 @@ def cmd_logs(args: argparse.Namespace, connect: Callable[[argparse.Namespace], A
             return exitcodes.OK
 
 
-def add_logs_parser(subparsers: Any, common: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
-    """The ``logs`` subcommand's parser (its func is set by the caller, guarded like the others)."""
+def add_parser(subparsers: Any) -> None:
+    """Add ``logs`` to the CLI's subparsers."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "logs", help="the cluster's lines (every worker, prints and tracebacks included), from its master"
     )
-    common(parser)
+    add_common_arguments(parser)
     parser.add_argument("--lines", "-n", type=int, default=20, help="lines of history to show (default 20)")
     parser.add_argument("--follow", "-f", action="store_true", help="then print new lines as they come")
     parser.add_argument(
@@ -87,7 +88,7 @@ def add_logs_parser(subparsers: Any, common: Callable[[argparse.ArgumentParser],
     parser.add_argument("--worker", type=int, default=None, metavar="SLOT", help="only this worker slot's lines")
     parser.add_argument("--err", action="store_true", help="only warnings and errors (and stderr lines)")
     parser.add_argument("--since", metavar="DURATION", help="only lines of the last DURATION, e.g. 90s, 10m, 2h")
-    return parser
+    parser.set_defaults(func=guard(cmd_logs))
 
 
-__all__ = ["add_logs_parser", "cmd_logs"]
+__all__ = ["add_parser", "cmd_logs"]

@@ -33,9 +33,12 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from asynccluster import daemon, exitcodes, statedir
-from asynccluster.master import sdnotify
+from asynccluster import exitcodes
+from asynccluster.cli import daemon, statedir
+from asynccluster.cli.common import describe_of, guard, live_names, status_of
+from asynccluster.cli.parser import add_common_arguments
 from asynccluster.contracts.control import ControlError, probe
+from asynccluster.master import sdnotify
 
 DUMP = "dump.json"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -220,24 +223,17 @@ def cmd_startup(args: argparse.Namespace) -> int:
     return exitcodes.OK
 
 
-def add_parsers(
-    subparsers: Any,
-    common: Callable[[argparse.ArgumentParser], None],
-    guard: Callable[[Any], Any],
-    status: daemon.StatusFn,
-    live: Callable[[argparse.Namespace], list[str]],
-    describe: Callable[[argparse.Namespace, str], dict[str, Any]],
-) -> None:
+def add_parsers(subparsers: Any) -> None:
     """Add ``save``, ``resurrect`` and ``startup`` to the CLI's subparsers."""
     parser = subparsers.add_parser("save", help="record the running clusters, for 'resurrect' (at boot: 'startup')")
-    common(parser)
-    parser.set_defaults(func=guard(lambda a: cmd_save(a, live(a), lambda name: describe(a, name))))
+    add_common_arguments(parser, name=False)
+    parser.set_defaults(func=guard(lambda a: cmd_save(a, live_names(a), lambda name: describe_of(a, name))))
 
     parser = subparsers.add_parser("resurrect", help="start the clusters recorded by 'save' that are not running")
-    common(parser)
+    add_common_arguments(parser, name=False)
     parser.add_argument("--foreground", action="store_true", help="stay their parent (systemd: Type=notify)")
     parser.add_argument("--wait", type=float, default=daemon.START_TIMEOUT, metavar="S", help="readiness timeout")
-    parser.set_defaults(func=guard(lambda a: cmd_resurrect(a, status)))
+    parser.set_defaults(func=guard(lambda a: cmd_resurrect(a, status_of)))
 
     parser = subparsers.add_parser("startup", help="print (or --install) a systemd unit that resurrects at boot")
     parser.add_argument("--install", action="store_true", help="write the unit file and say how to enable it")

@@ -1,20 +1,20 @@
-"""The command line. `run`'s options are generated from Config's declared settings.
+"""The command line's parser and its settings arguments, generated from Config's declared settings.
 
-asynccluster run APP [--workers N|auto] [--port P] ... [--config FILE] [--print-config]
-asynccluster ls | status | reload | scale | restart | stop | top | logs   (commands.py)
+Every command's module adds its subcommand with the helpers here (:func:`add_setting_arguments`,
+:func:`add_common_arguments`) and reads its settings with :func:`config_from_args`; the tree of
+subcommands is assembled by ``asynccluster/cli/__init__.py``. This module imports no command.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from asynccluster import __version__, exitcodes
-from asynccluster.cli_flags import advice
+from asynccluster import exitcodes
+from asynccluster.cli.flags import advice
 from asynccluster.config import (
     Config,
     ConfigError,
@@ -24,7 +24,6 @@ from asynccluster.config import (
     load_config,
     parse_bool,
     settings,
-    unknown_env_warnings,
 )
 
 GROUP_TITLES = {
@@ -119,28 +118,6 @@ def _show_default(value: Any) -> str:
     return str(value) if value != "" else "(none)"
 
 
-def build_parser() -> Parser:
-    parser = Parser(
-        prog="asynccluster",
-        description="Run an ASGI app on a cluster of worker processes, and manage running clusters.",
-    )
-    parser.add_argument("--version", action="version", version=f"asynccluster {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = sub.add_parser("run", help="run an ASGI app on a cluster (master + workers)")
-    run.add_argument("--config", metavar="FILE", help="read settings from this TOML file (or a pyproject.toml)")
-    run.add_argument(
-        "--print-config", action="store_true", help="print the effective settings and where each came from, then exit"
-    )
-    add_setting_arguments(run)
-    run.set_defaults(func=command_run)
-    # Imported here (commands imports this module's helpers); never optional: an import error
-    # in it must show, not silently drop every management command (newcomer trial, issue 8).
-    from asynccluster import commands
-
-    commands.add_subcommands(sub)
-    return parser
-
-
 def config_from_args(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
     """The effective Config for a command: its setting arguments > env > config file > defaults.
 
@@ -155,35 +132,6 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, dict[str, str]]:
     return load_config(cli=cli_values, env=os.environ, config_file=config_file)
 
 
-def format_effective_config(config: Config, sources: dict[str, str]) -> str:
-    width = max(len(fld.name) for fld in settings())
-    lines = []
-    for fld in settings():
-        value = getattr(config, fld.name)
-        shown = ",".join(value) if isinstance(value, tuple) else repr(value)
-        lines.append(f"{fld.name:<{width}} = {shown}  ({sources[fld.name]})")
-    return "\n".join(lines)
-
-
-def command_run(args: argparse.Namespace) -> int:
-    try:
-        config, sources = config_from_args(args)
-    except ConfigError as exc:
-        print(f"asynccluster: error: {exc}", file=sys.stderr)
-        return exitcodes.USAGE
-    for warning in unknown_env_warnings(os.environ):
-        print(f"asynccluster: warning: {warning}", file=sys.stderr)
-    if args.print_config:
-        print(format_effective_config(config, sources))
-        return exitcodes.OK
-    if not config.app:
-        print("asynccluster: error: no app given: asynccluster run module:attribute", file=sys.stderr)
-        return exitcodes.USAGE
-    from asynccluster.master.runner import run_cluster
-
-    return run_cluster(config, sources)
-
-
 def parse_args(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv``; an unknown argument is an error (exit 2) that says what to use instead."""
     args, unknown = parser.parse_known_args(argv)
@@ -193,22 +141,13 @@ def parse_args(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parse_args(parser, argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return exitcodes.USAGE
-    try:
-        result: int = args.func(args)
-    except BrokenPipeError:
-        # The reader went away (`asynccluster status | head`): no traceback. stdout now goes to
-        # /dev/null so the interpreter's last flush cannot raise again; 1, as Python's own
-        # documentation suggests for EPIPE.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
-    return result
+def add_common_arguments(parser: argparse.ArgumentParser, *, name: bool = True) -> None:
+    """What every management command takes: the cluster NAME (optional when only one runs),
+    ``--json``, and where the control sockets are (``--control-dir``)."""
+    if name:
+        parser.add_argument("name", nargs="?", metavar="NAME", help="cluster name (optional when only one runs)")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    add_setting_arguments(parser, only=("control_dir",))
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["Parser", "add_common_arguments", "add_setting_arguments", "config_from_args", "parse_args"]
