@@ -26,15 +26,20 @@ from typing import Any
 
 from asynccluster import exitcodes
 from asynccluster.config import Config, config_from_settings, parse_value
+from asynccluster.contracts.results import ReloadResult, RestartResult, ScaleResult
 from asynccluster.cpus import usable_cpus
 from asynccluster.master import accepterrors, logbuffer
-from asynccluster.master.operations import ReloadResult, RestartResult, ScaleResult
+from asynccluster.master.control import start_control
+from asynccluster.master.cron import start_cron
 from asynccluster.master.policy import worker_limit
+from asynccluster.master.preload import Preloader, preloaded
 from asynccluster.master.process import WorkerInfo
 from asynccluster.master.reaper import start_reaper
 from asynccluster.master.signals import SignalRouter
 from asynccluster.master.spawner import MultiprocessingSpawner
 from asynccluster.master.supervisor import Supervisor
+from asynccluster.master.watch import start_watch
+from asynccluster.observe.admin import start_admin
 from asynccluster.sockets import BindError, Listeners, create_listeners
 
 logger = logging.getLogger("asynccluster.master")
@@ -51,15 +56,6 @@ def resolve_workers(config: Config) -> int:
     return int(config.workers)
 
 
-async def start_hook(module: str, function: str, supervisor: Supervisor, config: Config) -> CloseFn | None:
-    """Start control.py / observe/admin.py if that module exists (written by other parts)."""
-    if importlib.util.find_spec(module) is None:
-        return None
-    start = getattr(importlib.import_module(module), function)
-    close: CloseFn = await start(supervisor, config)
-    return close
-
-
 def warn_if_root() -> None:
     """The app runs as root in every worker (issue 9): legitimate in a container, worth a line."""
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -70,6 +66,18 @@ def warn_if_root() -> None:
 
 
 class Cluster:
+    """An embeddable cluster: a master (this process) and its worker processes.
+
+    ``Cluster(app="myapp:app", workers=4)`` takes the settings of ``asynccluster run`` as
+    keywords (layered over env > pyproject > defaults, checked like the CLI's), or a
+    :class:`~asynccluster.config.Config` (keywords then override its fields). ``serve()``
+    runs it until stopped; from another task, ``reload()``, ``scale()``, ``restart()`` and
+    ``stop()`` call the master's verbs, the very ones signals and ``asynccluster reload``
+    reach, and return their results (asynccluster/contracts/results.py). With
+    ``handle_signals`` (and in the main thread) TERM/INT/HUP/TTIN/TTOU/USR1 are handled as
+    ``asynccluster run`` handles them. Raises ConfigError for bad settings.
+    """
+
     def __init__(self, config: Config | None = None, *, handle_signals: bool = True, **settings: Any) -> None:
         if config is None:
             # Keyword settings are layered and checked like the CLI's: > env > pyproject > defaults.
@@ -83,6 +91,9 @@ class Cluster:
         self._callbacks: dict[str, list[Callable[[WorkerInfo], Any]]] = {event: [] for event in EVENTS}
 
     def on(self, event: str, callback: Callable[[WorkerInfo], Any]) -> None:
+        """Call ``callback(WorkerInfo)`` on ``event`` (one of :data:`EVENTS`); it may be a
+        coroutine function (awaited as a task, given a bounded grace at the end of serve()).
+        ValueError for an unknown event."""
         if event not in self._callbacks:
             raise ValueError(f"unknown event {event!r}; the events are: {', '.join(EVENTS)}")
         self._callbacks[event].append(callback)
@@ -122,9 +133,11 @@ class Cluster:
             workers,
             "" if workers == 1 else "s",
         )
+        preload = Preloader(loop, self.config) if self.config.preload else None  # --preload (issue 16)
         supervisor = self.supervisor = Supervisor(
-            self.config, MultiprocessingSpawner(loop), self.listeners, workers=workers, on_event=self._dispatch
-        )
+            self.config, MultiprocessingSpawner(loop, preload), self.listeners, workers=workers,
+            on_event=self._dispatch, preload=preload,
+        )  # fmt: skip
         router = SignalRouter(supervisor)
         closers: list[CloseFn] = []
         reaper = None
@@ -132,11 +145,15 @@ class Cluster:
             if self.handle_signals and threading.current_thread() is threading.main_thread():
                 router.install(loop)
             # PID 1 of a container: orphans are ours to wait for, our workers' pids never (issue 14).
-            reaper = start_reaper(loop, lambda: {h.pid for h in supervisor.handles if h.pid})
+            reaper = start_reaper(loop, lambda: {h.pid for h in supervisor.slots.handles if h.pid} | preloaded(preload))
             code = await self._start_hooks(supervisor, closers)
+            if code == exitcodes.OK and preload is not None:
+                code = await preload.start()  # the app imported once, before any worker
             if code == exitcodes.OK:
                 code = await supervisor.serve()
         finally:
+            if preload is not None:
+                preload.close()
             router.remove()
             if reaper is not None:
                 reaper.stop()
@@ -147,18 +164,17 @@ class Cluster:
         return code
 
     async def _start_hooks(self, supervisor: Supervisor, closers: list[CloseFn]) -> int:
+        """The control socket, --restart-cron, --reload and --admin; each one's close goes
+        into ``closers``. An exit code: OK, or why the cluster cannot start."""
         try:
-            close = await start_hook("asynccluster.master.control", "start_control", supervisor, self.config)
+            closers.append(await start_control(supervisor, self.config))
         except Exception as exc:  # the cluster is still useful without its control socket
             logger.warning("control socket not started: %s", exc)
-        else:
-            if close is not None:
-                closers.append(close)
-        close = await start_hook("asynccluster.master.cron", "start_cron", supervisor, self.config)
+        close = await start_cron(supervisor, self.config)
         if close is not None:  # --restart-cron (issue 11)
             closers.append(close)
         try:
-            close = await start_hook("asynccluster.master.watch", "start_watch", supervisor, self.config)
+            close = await start_watch(supervisor, self.config)
         except RuntimeError as exc:  # --reload without watchfiles installed
             logger.error("error: %s", exc)
             return exitcodes.USAGE
@@ -166,12 +182,10 @@ class Cluster:
             closers.append(close)
         if self.config.admin:
             try:
-                close = await start_hook("asynccluster.observe.admin", "start_admin", supervisor, self.config)
+                closers.append(await start_admin(supervisor, self.config))
             except OSError as exc:  # explicitly asked for: failing to bind it is a bind failure
                 logger.error("error: cannot serve --admin %s: %s", self.config.admin, exc.strerror or exc)
                 return exitcodes.BIND
-            if close is not None:
-                closers.append(close)
         return exitcodes.OK
 
     def _dispatch(self, event: str, info: WorkerInfo) -> None:
@@ -188,20 +202,31 @@ class Cluster:
         return self.supervisor
 
     async def reload(self) -> ReloadResult:
+        """Rolling reload: every worker replaced by one running the current code, committed
+        only once all new ones are ready, else rolled back (``ok`` False). RuntimeError if
+        serve() is not running."""
         return await self._running().reload()
 
     async def scale(self, n: int) -> ScaleResult:
+        """``n`` workers (at least 1, at most --max-workers); a scale up whose new workers do
+        not become ready is rolled back. RuntimeError if serve() is not running."""
         return await self._running().scale(n)
 
     async def restart(self, slot: int) -> RestartResult:
+        """Replace worker ``slot`` (0..N-1), readiness-gated. RuntimeError if not running."""
         return await self._running().restart(slot)
 
     async def stop(self, force: bool = False) -> None:
+        """Stop gracefully (drain within --graceful-timeout, then kill), or kill every worker
+        now with ``force``; returns once every worker is reaped (serve() then returns)."""
         await self._running().stop(force=force)
 
     def status(self) -> dict[str, Any]:
+        """The status view (``asynccluster status --json`` without rates): state, workers,
+        accept queues; see asynccluster/contracts/status.py for the keys."""
         return self._running().status()
 
     @property
     def ready(self) -> bool:
+        """What /readyz answers: serving, not stopping, and some worker ready."""
         return self.supervisor is not None and self.supervisor.ready

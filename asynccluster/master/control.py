@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import errno
 import json
 import logging
@@ -37,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from asynccluster.config import Config
 from asynccluster.contracts.control import (
     SLOT,
     SUFFIX,
@@ -46,7 +46,10 @@ from asynccluster.contracts.control import (
     remove_stale,
     sanitise_name,
 )
+from asynccluster.contracts.results import OperationResult, scale_refusal
 from asynccluster.master import describe, logbuffer
+from asynccluster.master.diagnose import control_handlers
+from asynccluster.master.supervisor import Supervisor
 from asynccluster.observe.aggregate import Monitor, acquire_monitor, release_monitor
 from asynccluster.observe.streams import ACCEPT_BACKLOG, Connections, connection_cap
 
@@ -107,26 +110,17 @@ def peer_uid(sock: Any) -> int | None:
 # ---------------------------------------------------------------- requests
 
 
-def current_worker_count(status: dict[str, Any]) -> int:
-    """The desired worker count if the supervisor reports it, else the slots not draining."""
-    for key in ("desired", "desired_workers", "workers_desired", "target"):
-        if isinstance(status.get(key), int):
-            return int(status[key])
-    return len({w.get("slot") for w in status.get("workers", []) if w.get("state") != "draining"})
-
-
-def result_dict(result: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        return dataclasses.asdict(result)
-    if isinstance(result, dict):
-        return dict(result)
-    return {"message": "done" if result is None else str(result)}
-
-
 class ControlServer:
-    """Answers one connection's requests; knows the supervisor, the monitor and our name."""
+    """Answers one connection's requests; knows the supervisor, the monitor and our name.
 
-    def __init__(self, supervisor: Any, monitor: Monitor, name: str, connections: Connections | None = None) -> None:
+    The verbs are the supervisor's own methods (reload, scale, scale_by, restart, stop): the
+    same ones signals, the dashboard and ``Cluster`` call. Their results (contracts/results.py)
+    are sent as ``to_dict()`` plus ``elapsed`` (seconds, this request's wall time).
+    """
+
+    def __init__(
+        self, supervisor: Supervisor, monitor: Monitor, name: str, connections: Connections | None = None
+    ) -> None:
         self.connections = connections or Connections()
         self.supervisor = supervisor
         self.monitor = monitor
@@ -143,8 +137,6 @@ class ControlServer:
             "events": self.events,
             "describe": self.describe,
         }
-        from asynccluster.master.diagnose import control_handlers  # (it imports ControlError from here)
-
         self._handlers.update(control_handlers(supervisor, name))
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -217,16 +209,13 @@ class ControlServer:
 
     async def scale(self, args: dict[str, Any]) -> dict[str, Any]:
         text = str(args.get("count", "")).strip()
-        current = current_worker_count(self.supervisor.status())
-        target = parse_scale(text, current)  # the form, and a usage error for "-N" below 1 now
-        limit = getattr(self.supervisor, "max_workers", None)
-        if isinstance(limit, int) and target > limit:
-            # A usage error like "scale 0" (exit 2), before anything starts (issue 9).
-            raise ControlError(
-                f"cannot scale to {target} workers: the limit is {limit} (--max-workers; "
-                "0 means 4 x usable CPUs, at least 16)",
-                usage=True,
-            )
+        current = self.supervisor.desired
+        target = parse_scale(text, current)  # the form: N, +N or -N
+        refusal = scale_refusal(target, current=current, limit=self.supervisor.max_workers)
+        if refusal is not None:
+            # A usage error (exit 2), before anything starts (issue 9); the supervisor applies
+            # the same rule again to the count when the verb runs.
+            raise ControlError(refusal, usage=True)
         if text[0] not in "+-":
             result = await self._timed(self.supervisor.scale(target))
             return {"previous": current, "target": target, **result}
@@ -234,7 +223,7 @@ class ControlServer:
         # to the count read here, so two concurrent "scale +1" make two workers more.
         delta = int(text)
         result = await self._timed(self.supervisor.scale_by(delta))
-        before = int(result.get("before", current))
+        before = int(result["before"])
         return {"previous": before, "target": before + delta, **result}
 
     async def restart(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -279,10 +268,10 @@ class ControlServer:
         view = self.monitor.view()
         return describe.describe(self.supervisor, view, str(view.get("control_socket", "")))
 
-    async def _timed(self, operation: Awaitable[Any]) -> dict[str, Any]:
+    async def _timed(self, verb: Awaitable[OperationResult]) -> dict[str, Any]:
         started = time.monotonic()
-        result = result_dict(await operation)
-        result.setdefault("elapsed", round(time.monotonic() - started, 3))
+        result = (await verb).to_dict()
+        result["elapsed"] = round(time.monotonic() - started, 3)
         return result
 
 
@@ -294,7 +283,7 @@ async def _send(writer: asyncio.StreamWriter, response: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- the entry point for the master
 
 
-async def start_control(supervisor: Any, config: Any) -> CloseFn:
+async def start_control(supervisor: Supervisor, config: Config) -> CloseFn:
     """Serve the control socket for ``supervisor``; returns the coroutine function that closes it."""
     directory = control_dir(config.control_dir, create=True)
     sock, name, path = bind_control_socket(directory, config.cluster_name)

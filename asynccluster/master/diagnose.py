@@ -24,16 +24,16 @@ import shutil
 import sys
 import tempfile
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
-from asynccluster.master.control import SLOT, ControlError
-from asynccluster.master.process import DRAINING, READY, WorkerHandle
+from asynccluster.contracts.messages import Diagnose, DiagnoseResult, Errors
+from asynccluster.contracts.control import SLOT, ControlError
+from asynccluster.contracts.states import WorkerState
+from asynccluster.master.process import WorkerHandle
+from asynccluster.master.slots import Slot
 from asynccluster.observe import flamegraph
 from asynccluster.observe.errors import ErrorGroups
-
-if TYPE_CHECKING:
-    from asynccluster.master.supervisor import Supervisor
 
 logger = logging.getLogger("asynccluster.master")
 
@@ -52,32 +52,30 @@ class PySpyFailed(ControlError):
 
 
 class Diagnostics:
-    """Owned by the supervisor: worker reports in, control requests answered."""
+    """Owned by the supervisor: worker reports in, control requests answered; reads the
+    slot table (slots.py) to find a measurement's worker."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
+    def __init__(self, slots: Mapping[int, Slot]) -> None:
+        self.slots = slots
         self.errors = ErrorGroups()
         self.dropped = 0  # errors workers could not group (more than MAX_GROUPS in one batch)
         self.slow: deque[dict[str, Any]] = deque(maxlen=SLOW_KEPT)
-        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.pending: dict[int, asyncio.Future[DiagnoseResult]] = {}
         self._ids = itertools.count(1)
         self.profiling: set[int] = set()  # pids being profiled now (one profile per worker at a time)
 
     # -- from the workers (Supervisor.on_message)
 
-    def on_message(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
-        if message.get("type") == "errors":
-            groups, slow, dropped = message.get("groups"), message.get("slow"), message.get("dropped")
-            if isinstance(groups, list):
-                self.errors.merge(handle.slot, groups)
-            if isinstance(dropped, int) and dropped > 0:
-                self.dropped += dropped
-            if isinstance(slow, list):
-                for entry in slow[:50]:
-                    if isinstance(entry, dict):
-                        self.slow.append({**entry, "worker": handle.slot, "pid": handle.pid})
+    def on_message(self, handle: WorkerHandle, message: Errors | DiagnoseResult) -> None:
+        # Field types are checked by the channel (contracts/messages.py); sizes are bounded here.
+        if isinstance(message, Errors):
+            self.errors.merge(handle.slot, message.groups)
+            if message.dropped > 0:
+                self.dropped += message.dropped
+            for entry in message.slow[:50]:
+                self.slow.append({**entry, "worker": handle.slot, "pid": handle.pid})
             return
-        future = self.pending.pop(message.get("id"), None)  # type: ignore[arg-type]
+        future = self.pending.pop(message.id, None)
         if future is not None and not future.done():
             future.set_result(message)
 
@@ -97,7 +95,7 @@ class Diagnostics:
     def target(self, slot_arg: Any) -> WorkerHandle:
         """The ready current worker of a slot, or ControlError saying why not."""
         slot = _slot_number(slot_arg)
-        slots = self.supervisor.slots
+        slots = self.slots
         entry = slots.get(slot)
         if entry is None:
             known = ", ".join(str(s) for s in sorted(slots)) or "none"
@@ -105,20 +103,23 @@ class Diagnostics:
         handle = entry.current
         if handle is None or not handle.alive:
             raise ControlError(f"slot {slot} has no running worker now (it is being respawned); try again")
-        if handle.state == DRAINING or handle.retire_reason:
+        if handle.state == WorkerState.DRAINING or handle.retire_reason:
             why = f" ({handle.retire_reason})" if handle.retire_reason else ""
             raise ControlError(f"{handle.name} is draining{why}: it is about to exit; measure a ready worker")
-        if handle.state != READY:
+        if handle.state != WorkerState.READY:
             raise ControlError(f"{handle.name} is {handle.state}, not ready yet; try again")
         return handle
 
-    async def ask(self, handle: WorkerHandle, op: str, seconds: float, **args: Any) -> dict[str, Any]:
-        """Send one ``diagnose`` request to ``handle`` and wait for its answer's result."""
+    async def ask(self, handle: WorkerHandle, op: str, seconds: float, **args: int) -> dict[str, Any]:
+        """Send one ``diagnose`` request to ``handle`` and wait for its answer's result.
+
+        ``args``: the op's own (``top`` for memory, ``rate`` for sample: contracts/messages.py Diagnose).
+        """
         ident = next(self._ids)
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[DiagnoseResult] = asyncio.get_running_loop().create_future()
         self.pending[ident] = future
         try:
-            if not handle.send({"type": "diagnose", "id": ident, "op": op, "seconds": seconds, **args}):
+            if not handle.send(Diagnose(id=ident, op=op, seconds=seconds, **args)):
                 raise ControlError(f"{handle.name} is gone")
             try:
                 answer = await asyncio.wait_for(future, seconds + ANSWER_GRACE)
@@ -126,10 +127,9 @@ class Diagnostics:
                 raise ControlError(f"{handle.name} did not answer within {seconds + ANSWER_GRACE:g} s") from None
         finally:
             self.pending.pop(ident, None)
-        if not answer.get("ok"):
-            raise ControlError(f"{handle.name}: {answer.get('error', 'refused')}")
-        result = answer.get("result")
-        return result if isinstance(result, dict) else {}
+        if not answer.ok:
+            raise ControlError(f"{handle.name}: {answer.error or 'refused'}")
+        return answer.result or {}
 
     async def memory(self, args: dict[str, Any]) -> dict[str, Any]:
         seconds = _seconds(args.get("seconds", 10))

@@ -36,7 +36,7 @@ class Timing:
     # A stopping worker has two phases with separate budgets (issue 4): the drain gets
     # --graceful-timeout, then lifespan shutdown gets shutdown_budget() (at most
     # shutdown_cap), then the exit itself gets kill_grace; only past all three is it
-    # SIGKILLed (Supervisor.kill_deadline). The worker bounds its phases the same way
+    # SIGKILLed (stopping.kill_delay). The worker bounds its phases the same way
     # (worker/main.py), so a drain that uses its whole timeout still leaves shutdown its time.
     shutdown_cap: float = 10.0
     kill_grace: float = 1.0

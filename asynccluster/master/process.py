@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from asynccluster.config import Config
+from asynccluster.contracts.messages import MasterMessage, WorkerMessage
 
 STARTING = "starting"
 READY = "ready"
@@ -39,7 +40,7 @@ class WorkerProcess(Protocol):
 
     pid: int
 
-    def send(self, message: dict[str, Any]) -> bool: ...
+    def send(self, message: MasterMessage) -> bool: ...
 
     def signal(self, signum: int) -> None: ...
 
@@ -49,7 +50,7 @@ class WorkerProcess(Protocol):
 class WorkerEvents(Protocol):
     """What a spawner reports about the processes it started (all on the master's loop)."""
 
-    def on_message(self, handle: WorkerHandle, message: dict[str, Any]) -> None: ...
+    def on_message(self, handle: WorkerHandle, message: WorkerMessage) -> None: ...
 
     def on_disconnect(self, handle: WorkerHandle) -> None: ...
 
@@ -87,7 +88,7 @@ class WorkerHandle:
     process: WorkerProcess | None = None
     ready_at: float | None = None
     last_heartbeat_at: float | None = None
-    heartbeat: dict[str, Any] = field(default_factory=dict)
+    heartbeat: dict[str, Any] = field(default_factory=dict)  # the last Heartbeat's payload()
     reason: str = ""  # the last reason the worker gave (its ``stopping`` message)
     # What a starting worker is doing ("importing the app", "lifespan startup"), so that a
     # --ready-timeout says where it got stuck (its ``online`` and ``phase`` messages).
@@ -121,12 +122,19 @@ class WorkerHandle:
     def uptime(self, now: float) -> float:
         return now - self.started_at
 
-    def send(self, message: dict[str, Any]) -> bool:
+    def send(self, message: MasterMessage) -> bool:
         return self.process.send(message) if self.process is not None and self.alive else False
 
     def signal(self, signum: int) -> None:
         if self.process is not None and self.alive:
             self.process.signal(signum)
+
+    def kill(self) -> None:
+        """SIGKILL, noted in ``killed`` (a stop that had to kill exits FORCED): the one kill path
+        (the watchdog's, the stop deadline's, a forced stop's)."""
+        if self.alive:
+            self.killed = True
+            self.signal(signal.SIGKILL)
 
     def cancel_watchdog(self) -> None:
         if self.watchdog is not None:

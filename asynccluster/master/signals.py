@@ -1,9 +1,10 @@
-"""The operator's signals (gunicorn's vocabulary), turned into supervisor actions.
+"""The operator's signals (gunicorn's vocabulary), turned into the supervisor's verbs.
 
 ``loop.add_signal_handler`` already does the queueing: the C handler only writes to the
 loop's self-pipe and our callback runs later on the loop, like any other event. The
 callback maps the signal to an action (a pure function, tested in tests/master/) and
-starts it; it never blocks.
+calls the Supervisor's verb for it, the same method the control socket and ``Cluster``
+call; a long verb runs as a background task, so the callback never blocks.
 
 TERM, first INT: graceful stop · second INT: forced stop · HUP: rolling reload ·
 TTIN / TTOU: one worker more / less · USR1: reopen log files.
@@ -14,12 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from typing import TYPE_CHECKING
 
-from asynccluster.master import operations
-
-if TYPE_CHECKING:
-    from asynccluster.master.supervisor import Supervisor
+from asynccluster.master.supervisor import Supervisor
 
 logger = logging.getLogger("asynccluster.master")
 
@@ -40,6 +37,8 @@ def signal_action(signum: int, interrupts_before: int) -> str:
 
 
 class SignalRouter:
+    """Installs the handlers of :data:`HANDLED` on a loop and routes each to a verb."""
+
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
         self.interrupts = 0
@@ -72,12 +71,12 @@ class SignalRouter:
         if action == "stop":
             supervisor.begin_stop()
         elif action == "force-stop":
-            supervisor.force_stop()
+            supervisor.begin_stop(force=True)
         elif action == "reload":
             supervisor.background(supervisor.reload())
         elif action == "scale-up":
-            supervisor.background(operations.scale_by(supervisor, +1))
+            supervisor.background(supervisor.scale_by(+1))
         elif action == "scale-down":
-            supervisor.background(operations.scale_by(supervisor, -1))
+            supervisor.background(supervisor.scale_by(-1))
         elif action == "reopen-logs":
             supervisor.reopen_logs()

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from asynccluster import exitcodes
+from asynccluster.config import Config
 from asynccluster.master import sdnotify
-from asynccluster.master.policy import shutdown_budget
+from asynccluster.master.policy import Timing, shutdown_budget
 from asynccluster.master.process import WorkerHandle
-
-if TYPE_CHECKING:
-    from asynccluster.master.supervisor import Supervisor
+from asynccluster.master.slots import SlotTable
 
 logger = logging.getLogger("asynccluster.master")
 
@@ -31,11 +30,34 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
-class Stopping:
-    """The stop of one supervisor: its state, its kill deadline and its outcome (``done``)."""
+def kill_delay(config: Config, timing: Timing) -> float:
+    """Seconds from the start of the drain (after --shutdown-delay) to SIGKILL: the drain
+    (--graceful-timeout), then lifespan shutdown (its own budget), then a grace for the
+    exit itself (policy.Timing; worker/main.py bounds the two phases with the same numbers)."""
+    return config.graceful_timeout + shutdown_budget(config, timing) + timing.kill_grace
 
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
+
+class Stopping:
+    """The stop of one cluster: its progress, its kill deadline and its outcome (``done``).
+
+    The Supervisor owns it and changes the cluster state; this class drains and kills the
+    workers of the slot table it is given and calls ``on_stopped`` right before ``done``
+    resolves (every worker reaped).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        timing: Timing,
+        slots: SlotTable,
+        loop: Callable[[], asyncio.AbstractEventLoop],
+        on_stopped: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.timing = timing
+        self.slots = slots
+        self._loop = loop
+        self._on_stopped = on_stopped
         self.active = False
         self.done: asyncio.Future[int] | None = None  # the exit code, once every worker is reaped
         self.code: int | None = None  # set by who stopped the cluster (a startup failure)
@@ -44,32 +66,23 @@ class Stopping:
         self._kill_timer: asyncio.TimerHandle | None = None
         self._delay_timer: asyncio.TimerHandle | None = None  # --shutdown-delay, before the drain
 
-    def kill_deadline(self) -> float:
-        """Seconds from the start of the drain (after --shutdown-delay) to SIGKILL: the drain
-        (--graceful-timeout), then lifespan shutdown (its own budget), then a grace for the
-        exit itself (policy.Timing; worker/main.py bounds the two phases with the same numbers)."""
-        supervisor = self.supervisor
-        config, timing = supervisor.config, supervisor.timing
-        return config.graceful_timeout + shutdown_budget(config, timing) + timing.kill_grace
-
     def begin(self, *, code: int | None = None, quiet: bool = False) -> None:
         """Graceful stop: every worker drains, then whatever is left is killed.
 
-        With --shutdown-delay (issue 14) the drain starts that many seconds later: the state
-        turns "stopping" at once (/readyz fails) while the workers keep serving. A second
-        stop request (second SIGTERM, forced stop) skips what is left of the delay."""
+        With --shutdown-delay (issue 14) the drain starts that many seconds later (the
+        Supervisor has turned the state "stopping" already: /readyz fails) while the workers
+        keep serving. A second stop request (second SIGTERM, forced stop) skips what is left
+        of the delay."""
         if self.active:
             self.skip_delay()
             return
-        # State first: /readyz answers 503 from now on, whatever raises below.
         self.active = True
-        self.supervisor.state = "stopping"
         self.code = code
-        delay = self.supervisor.config.shutdown_delay if code is None else 0.0
+        delay = self.config.shutdown_delay if code is None else 0.0
         if delay <= 0:
             self._drain(quiet)
             return
-        self._delay_timer = self.supervisor.loop.call_later(delay, self._drain, quiet)
+        self._delay_timer = self._loop().call_later(delay, self._drain, quiet)
         sdnotify.stopping()
         logger.info("stopping: not ready from now on; draining in %g s (--shutdown-delay)", delay)
 
@@ -80,27 +93,24 @@ class Stopping:
             self._drain(False)
 
     def _drain(self, quiet: bool) -> None:
-        supervisor = self.supervisor
+        slots = self.slots
         self._delay_timer = None
         # The kill deadline first: whatever raises below, the stop completes.
-        self._kill_timer = supervisor.loop.call_later(self.kill_deadline(), self._kill_remaining)
+        self._kill_timer = self._loop().call_later(kill_delay(self.config, self.timing), self._kill_remaining)
         try:
-            for slot in supervisor.slots.values():
-                if slot.respawn_timer is not None:
-                    slot.respawn_timer.cancel()
-                    slot.respawn_timer = None
-            if supervisor.listeners is not None:
+            slots.cancel_respawns()
+            if slots.listeners is not None:
                 # New connections are refused from now on (issue 3): the master's copies go
                 # first, then each worker closes its own as it begins to drain and finishes
                 # what it already accepted.
-                supervisor.listeners.close()
-            for handle in list(supervisor.handles):
+                slots.listeners.close()
+            for handle in list(slots.handles):
                 handle.cancel_watchdog()
-                supervisor.tell_stop(handle, "cluster stopping")
+                slots.tell_stop(handle, "cluster stopping")
             sdnotify.stopping()
             if not quiet:
-                logger.info("stopping %s (graceful timeout %g s)", plural(len(supervisor.handles), "worker"),
-                            supervisor.config.graceful_timeout)  # fmt: skip
+                logger.info("stopping %s (graceful timeout %g s)", plural(len(slots.handles), "worker"),
+                            self.config.graceful_timeout)  # fmt: skip
         finally:
             self.check_finished()
 
@@ -109,9 +119,9 @@ class Stopping:
         self.begin()
         self.skip_delay()
         self.forced = True
-        handles = list(self.supervisor.handles)
+        handles = list(self.slots.handles)
         for handle in handles:
-            self.supervisor.kill(handle)
+            handle.kill()
         if handles:
             logger.warning("forced stop: killed %s", plural(len(handles), "worker"))
 
@@ -127,7 +137,7 @@ class Stopping:
 
     def check_finished(self) -> None:
         """Resolve ``done`` with the exit code once the stop began and every worker is reaped."""
-        if not self.active or self.supervisor.handles or self.done is None or self.done.done():
+        if not self.active or self.slots.handles or self.done is None or self.done.done():
             return
         if self._kill_timer is not None:
             self._kill_timer.cancel()
@@ -141,12 +151,15 @@ class Stopping:
             code = exitcodes.FORCED
         else:
             code = exitcodes.ERROR if self.unclean else exitcodes.OK
-        self.done.set_result(code)
+        try:
+            self._on_stopped()
+        finally:
+            self.done.set_result(code)
 
     def _kill_remaining(self) -> None:
         self._kill_timer = None
-        handles = list(self.supervisor.handles)
+        handles = list(self.slots.handles)
         for handle in handles:  # act first, then log: every worker is killed whatever happens
-            self.supervisor.kill(handle)
+            handle.kill()
         for handle in handles:
             logger.warning("%s did not stop within the graceful timeout; killed it", handle.name)

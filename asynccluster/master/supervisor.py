@@ -1,57 +1,58 @@
-"""The master coroutine: desired state vs actual state, one event dispatch (DESIGN.md §1, §3).
+"""The master coroutine: desired state vs actual state, one event dispatch, the verbs (DESIGN.md §1, §3).
+
+The Supervisor is the one owner of the cluster state (:attr:`Supervisor.state`, whose setter
+enforces contracts/states.py's transition table) and of the slot table (slots.py). Like
+gunicorn's Arbiter, its verbs are its methods: :meth:`~Supervisor.reload`,
+:meth:`~Supervisor.restart`, :meth:`~Supervisor.recycle`, :meth:`~Supervisor.scale`,
+:meth:`~Supervisor.scale_by`, :meth:`~Supervisor.begin_stop` / :meth:`~Supervisor.stop` and
+:meth:`~Supervisor.reopen_logs`. Signals (signals.py), the control socket (control.py), the
+admin dashboard, ``--reload``/``--restart-cron`` and ``Cluster`` (cluster.py) all call these,
+one route each.
 
 Everything arrives as a callback on the master's one loop: worker messages, channel EOF,
-process exits (spawner.py: ``add_reader`` on sentinels), stacks, signals (signals.py) and
-timers (``call_later``: respawn backoff, per-worker watchdogs, the stop deadline). Nothing
-polls and nothing blocks. Long operations (reload, scale, restart, recycle) are coroutines
-in operations.py that await the futures these callbacks resolve; they run one at a time
-(``op_lock``), so there is one recycle at a time cluster-wide and never two reloads at once.
-Readiness and liveness deadlines live in watchdog.py.
+process exits (spawner.py: ``add_reader`` on sentinels), stacks, signals and timers
+(``call_later``: respawn backoff, per-worker watchdogs, the stop deadline). Nothing polls and
+nothing blocks. The long verbs are coroutines that await the futures these callbacks resolve;
+they run one at a time (``op_lock``), so there is one recycle at a time cluster-wide and
+never two reloads at once. Readiness and liveness deadlines live in watchdog.py; the stop in
+stopping.py.
 
-The desired state is ``desired`` slots, each with one ready *current* worker. A slot may
-also have a *candidate* (a new incarnation on the same socket, during a replace) and any
-number of retiring incarnations (told to drain, not yet exited).
+Replacing a worker always goes one way (issue 4): start a *candidate* incarnation of the slot
+on the slot's own socket (so it shares the accept queue), wait until it says ``ready`` within
+--ready-timeout, and only then tell the old incarnation to drain. A rolling reload keeps every
+old worker serving until all candidates are ready, batch by batch (``--reload-batch``), and
+commits only then: when the new code cannot start, it rolls back to processes that really run
+the old code, and no request meets a missing worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import logging
 import os
 import random
-import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from asynccluster import exitcodes, logs
 from asynccluster.config import Config
+from asynccluster.contracts import messages
+from asynccluster.contracts.results import ReloadResult, RestartResult, ScaleResult, scale_refusal
+from asynccluster.contracts.states import ClusterState, WorkerState, check_cluster_transition
+from asynccluster.contracts.status import ClusterStatus
 from asynccluster.cpus import usable_cpus
-from asynccluster.master import operations, sdnotify
+from asynccluster.master import sdnotify
 from asynccluster.master.diagnose import Diagnostics
-from asynccluster.master.policy import (
-    Timing,
-    draw_recycle_limits,
-    recent,
-    recycle_reason,
-    respawn_decision,
-    shutdown_budget,
-    worker_limit,
-)
-from asynccluster.master.process import (
-    DRAINING,
-    EXITED,
-    READY,
-    STARTING,
-    Spawner,
-    SpawnRequest,
-    WorkerHandle,
-    WorkerInfo,
-    describe_exit,
-)
+from asynccluster.master.policy import Timing, recycle_reason, worker_limit
+from asynccluster.master.preload import Preloader
+from asynccluster.master.process import Spawner, WorkerHandle, WorkerInfo, describe_exit
+from asynccluster.master.slots import STOPPING, Slot, SlotTable
+from asynccluster.master.status import cluster_status
 from asynccluster.master.stopping import Stopping, plural
+from asynccluster.master.tasks import Tasks
 from asynccluster.master.watchdog import Watchdog
 from asynccluster.observe.events import EventRing
 from asynccluster.sockets import Listeners
@@ -65,22 +66,8 @@ STARTUP_FAILURES = (exitcodes.APP_IMPORT, exitcodes.LIFESPAN, exitcodes.BIND, ex
 # Stack text arriving within this many seconds of the previous piece belongs to the same dump.
 STACKS_BURST = 1.0
 
+
 EventCallback = Callable[[str, WorkerInfo], Any]
-
-
-@dataclass(eq=False)
-class Slot:
-    index: int
-    current: WorkerHandle | None = None
-    candidate: WorkerHandle | None = None
-    failures: int = 0  # consecutive deaths before ready (backoff)
-    crashes: list[float] = field(default_factory=list)  # clock() of unplanned exits in the budget window
-    summarised_at: float | None = None  # when the last "crashed N times" summary was logged
-    restarts: int = 0
-    next_incarnation: int = 1
-    respawn_timer: asyncio.TimerHandle | None = None
-    retiring: bool = False  # being removed by a scale down
-    last_exit: str = ""
 
 
 class Supervisor:
@@ -95,29 +82,62 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         on_event: EventCallback | None = None,
+        preload: Preloader | None = None,
     ) -> None:
         self.config = config
-        self.spawner = spawner
+        self.preload = preload  # --preload: a reload first imports the new code in a new helper
         self.listeners = listeners
         self.timing = timing or Timing()
         self.clock = clock
-        self.rng = rng or random.Random()
         self.on_event = on_event
-        self.desired = workers if workers is not None else int(config.workers)
         self.max_workers = worker_limit(config, usable_cpus().count)
-        self.slots: dict[int, Slot] = {}
-        self.handles: set[WorkerHandle] = set()  # every incarnation not yet exited
-        self.state = "starting"
+        self._state = ClusterState.STARTING
         self.started_at = time.time()
         self.ever_ready = False
+        self.reload_generation = 0  # reloads run so far (committed or rolled back)
         self.op_lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.stop_control = Stopping(self)
-        self._tasks: set[asyncio.Future[Any]] = set()  # operations: cancelled when serve() ends
-        self._callbacks: set[asyncio.Future[Any]] = set()  # async event callbacks: allowed to finish
+        self.tasks = Tasks(lambda: self.loop)
         self.watchdog = Watchdog(config, self.timing, clock, lambda: self.loop)
         self.events = EventRing()  # the lifecycle timeline the dashboard shows (issue 12)
-        self.diagnostics = Diagnostics(self)  # grouped errors, slow requests, measurements (issue 15)
+        self.slots = SlotTable(
+            config, spawner, listeners,
+            desired=workers if workers is not None else int(config.workers),
+            events_sink=self, stopping=lambda: self.stopping, watchdog=self.watchdog, events=self.events,
+            timing=self.timing, clock=clock, rng=rng or random.Random(), loop=lambda: self.loop,
+        )  # fmt: skip
+        self.stop_control = Stopping(config, self.timing, self.slots, lambda: self.loop, self._on_stopped)
+        self.diagnostics = Diagnostics(self.slots)  # grouped errors, slow requests, measurements (issue 15)
+
+    # ------------------------------------------------------------ the cluster state
+
+    @property
+    def state(self) -> ClusterState:
+        return self._state
+
+    @state.setter
+    def state(self, new: ClusterState) -> None:
+        """The one place the cluster state changes: IllegalTransition for a change the table
+        (contracts/states.py CLUSTER_TRANSITIONS) does not allow."""
+        self._state = check_cluster_transition(self._state, new)
+
+    @property
+    def desired(self) -> int:
+        """The worker count the cluster keeps (--workers, then each scale)."""
+        return self.slots.desired
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_control.active
+
+    @property
+    def ready(self) -> bool:
+        """What /readyz answers: not stopping, and some worker is ready."""
+        return not self.stopping and any(handle.state == WorkerState.READY for handle in self.slots.handles)
+
+    @property
+    def pid(self) -> int:
+        return os.getpid()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -131,8 +151,7 @@ class Supervisor:
         """Start the workers and supervise them until the cluster stops; the exit code."""
         done = self.stop_control.done = self.loop.create_future()
         for index in range(self.desired):
-            slot = self.slots[index] = Slot(index)
-            slot.current = self.spawn(slot)
+            self.slots.start(self.slots.add(index))
         try:
             code = await asyncio.shield(done)
         except asyncio.CancelledError:
@@ -141,163 +160,54 @@ class Supervisor:
             await asyncio.shield(done)
             raise
         finally:
-            for task in list(self._tasks):
-                task.cancel()
-            await self._finish_callbacks()
+            self.tasks.cancel_verbs()
+            await self.tasks.finish_callbacks(self.timing.callback_grace)
         return code
 
-    async def _finish_callbacks(self) -> None:
-        """The last ``exit`` events' async callbacks (e.g. a notification) get to finish,
-        within Timing.callback_grace; then they are cancelled, so serve() always returns."""
-        pending = set(self._callbacks)
-        if not pending:
-            return
-        _, pending = await asyncio.wait(pending, timeout=self.timing.callback_grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            logger.warning("cancelled %s still running after %g s", plural(len(pending), "event callback"),
-                           self.timing.callback_grace)  # fmt: skip
-
     def run_callback(self, awaitable: Awaitable[Any]) -> None:
-        """Run what an async event callback returned; its exception is logged, not lost."""
-        task: asyncio.Future[Any] = asyncio.ensure_future(awaitable, loop=self.loop)
-        self._callbacks.add(task)
-        task.add_done_callback(self._callback_done)
-
-    def _callback_done(self, task: asyncio.Future[Any]) -> None:
-        self._callbacks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("an event callback raised", exc_info=task.exception())
+        """Run what an async event callback returned (finishes, bounded, before serve() returns)."""
+        self.tasks.callback(awaitable)
 
     def background(self, coro: Awaitable[Any]) -> None:
-        """Run an operation started by a signal or a heartbeat; keep a reference to it."""
-        task: asyncio.Future[Any] = asyncio.ensure_future(coro, loop=self.loop)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Run a verb started by a signal or a heartbeat (cancelled when serve() returns)."""
+        self.tasks.verb(coro)
 
-    # ------------------------------------------------------------ spawning
-
-    def spawn(self, slot: Slot) -> WorkerHandle:
-        """Start a new incarnation of ``slot`` on the slot's socket (the caller makes it the
-        slot's current worker or its candidate)."""
-        handle = WorkerHandle(slot=slot.index, incarnation=slot.next_incarnation, started_at=self.clock())
-        slot.next_incarnation += 1
-        handle.max_requests, handle.max_lifetime = draw_recycle_limits(self.config, self.rng)
-        handle.ready_future = self.loop.create_future()
-        handle.exited_future = self.loop.create_future()
-        sock = self.listeners.socket_for(slot.index) if self.listeners is not None else None
-        request = SpawnRequest(
-            self.config,
-            slot.index,
-            handle.incarnation,
-            sock,
-            heartbeat_interval=self.timing.heartbeat_interval,
-            shutdown_budget=shutdown_budget(self.config, self.timing),
-            max_requests=handle.max_requests,
-        )
-        self.handles.add(handle)
+    def emit(self, event: str, handle: WorkerHandle) -> None:
+        if self.on_event is None:
+            return
         try:
-            handle.process = self.spawner.spawn(request, handle, self)
-        except Exception as exc:  # e.g. out of file descriptors or memory
-            logger.error("could not start a worker for slot %d: %s", slot.index, exc)
-            handle.reason = f"could not start: {exc}"
-            self.loop.call_soon(self.on_exit, handle, exitcodes.ERROR)
-            return handle
-        handle.pid = handle.process.pid
-        self.events.record("spawn", f"{handle.name} started", slot.index, handle.pid)
-        self.watchdog.arm_ready(handle)
-        logger.debug("started %s", handle.name)
-        return handle
-
-    def schedule_respawn(self, slot: Slot) -> None:
-        if self.stopping or slot.retiring or slot.index >= self.desired or slot.respawn_timer is not None:
-            return
-        decision = respawn_decision(
-            served=slot.failures == 0,
-            failures=slot.failures,
-            crashes=len(slot.crashes),
-            others_live=self._others_live(slot),
-            timing=self.timing,
-        )
-        self.events.record("respawn", f"respawn in {decision.delay:.1f} s {decision.why}".strip(), slot.index)
-        if slot.failures == 0 and not self._any_ready():
-            # A worker that served just died and none is ready now: other slots must not sit
-            # out long backoffs meanwhile (a poison request every second kept a 16 s backoff
-            # running while the cluster was dark: attack run on issue 9).
-            self._cut_backoffs()
-        if decision.delay <= 0:
-            self._respawn(slot)
-            return
-        slot.respawn_timer = self.loop.call_later(decision.delay, self._respawn, slot)
-        logger.warning("respawning worker %d in %.1f s (%s)", slot.index, decision.delay, decision.why)
-
-    def _any_ready(self) -> bool:
-        return any(
-            handle is not None and handle.alive and handle.state == READY
-            for slot in self.slots.values()
-            if not slot.retiring
-            for handle in (slot.current, slot.candidate)
-        )
-
-    def _cut_backoffs(self) -> None:
-        """No worker is ready: every slot waiting longer than the floor respawns at the floor."""
-        floor = self.timing.floor_delay
-        latest = self.loop.time() + floor
-        for other in self.slots.values():
-            timer = other.respawn_timer
-            if timer is not None and timer.when() > latest:
-                timer.cancel()
-                other.respawn_timer = self.loop.call_later(floor, self._respawn, other)
-                logger.warning("respawning worker %d in %.1f s (no worker is ready: backoff cut)", other.index, floor)
-
-    def _others_live(self, slot: Slot) -> bool:
-        """Some other slot has a worker ready or starting (the floor of issue 9)."""
-        return any(
-            handle is not None and handle.alive and handle.state in (STARTING, READY)
-            for other in self.slots.values()
-            if other is not slot and not other.retiring
-            for handle in (other.current, other.candidate)
-        )
-
-    def _respawn(self, slot: Slot) -> None:
-        slot.respawn_timer = None
-        if self.stopping or slot.retiring or slot.current is not None or slot.candidate is not None:
-            return
-        if self.slots.get(slot.index) is not slot:
-            return
-        slot.restarts += 1
-        slot.current = self.spawn(slot)
+            result = self.on_event(event, handle.info())
+            if inspect.isawaitable(result):
+                self.run_callback(result)
+        except Exception:
+            logger.exception("the %r event callback raised", event)
 
     # ------------------------------------------------------------ the one event dispatch
 
-    def on_message(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "heartbeat":
+    def on_message(self, handle: WorkerHandle, message: messages.WorkerMessage) -> None:
+        # Typed and checked by the channel (contracts/messages.py): invalid ones never get here.
+        if isinstance(message, messages.Heartbeat):
             self._on_heartbeat(handle, message)
-        elif kind == "ready":
+        elif isinstance(message, messages.Ready):
             self._on_ready(handle)
-        elif kind == "online":
+        elif isinstance(message, messages.Online):
             handle.phase = "importing the app"
             self.emit("online", handle)
-        elif kind == "recycle":
+        elif isinstance(message, messages.Recycle):
             # The worker reached --max-requests or --max-memory itself (issue 9/11: exact,
             # not once per heartbeat); the heartbeat check below stays as the fallback.
-            if handle.state == READY and not handle.retire_reason:
-                self._maybe_recycle(handle, str(message.get("reason") or "requested by the worker"))
-        elif kind == "phase":
-            handle.phase = str(message.get("phase", ""))
-        elif kind in ("errors", "diagnose-result"):
+            if handle.state == WorkerState.READY and not handle.retire_reason:
+                self._maybe_recycle(handle, message.reason or "requested by the worker")
+        elif isinstance(message, messages.Phase):
+            handle.phase = message.phase
+        elif isinstance(message, (messages.Errors, messages.DiagnoseResult)):
             self.diagnostics.on_message(handle, message)
-        elif kind == "stopping":
-            handle.reason = str(message.get("reason", ""))
-            if message.get("draining") and handle.state != EXITED:
-                handle.state = DRAINING
-            forced = message.get("forced")
-            if isinstance(forced, int) and not isinstance(forced, bool) and forced > 0:
-                handle.forced_connections = forced
-        else:
-            logger.debug("%s sent an unknown message %r", handle.name, kind)
+        elif isinstance(message, messages.Stopping):
+            handle.reason = message.reason
+            if message.draining and handle.state != WorkerState.EXITED:
+                handle.state = WorkerState.DRAINING
+            if message.forced > 0:
+                handle.forced_connections = message.forced
 
     def on_disconnect(self, handle: WorkerHandle) -> None:
         self.emit("disconnect", handle)
@@ -322,9 +232,9 @@ class Supervisor:
         handle.exitcode = exitcode
         handle.exit_detail = describe_exit(exitcode)
         previous_state = handle.state
-        handle.state = EXITED
+        handle.state = WorkerState.EXITED
         handle.cancel_watchdog()
-        self.handles.discard(handle)
+        self.slots.handles.discard(handle)
         if handle.ready_future is not None and not handle.ready_future.done():
             handle.ready_future.set_result(False)
         if handle.exited_future is not None and not handle.exited_future.done():
@@ -344,7 +254,8 @@ class Supervisor:
             else:
                 if slot is not None and slot.candidate is handle:
                     slot.candidate = None
-                self._log_exit(handle, now, expected=bool(handle.retire_reason) or previous_state == DRAINING)
+                expected = bool(handle.retire_reason) or previous_state == WorkerState.DRAINING
+                self._log_exit(handle, now, expected=expected)
         finally:
             try:
                 self.events.record("exit", handle.exit_summary(now), handle.slot, handle.pid)
@@ -355,10 +266,10 @@ class Supervisor:
     # ------------------------------------------------------------ message handlers
 
     def _on_ready(self, handle: WorkerHandle) -> None:
-        if handle.state != STARTING:
+        if handle.state != WorkerState.STARTING:
             return
         now = self.clock()
-        handle.state = READY
+        handle.state = WorkerState.READY
         handle.ready_at = now
         handle.last_heartbeat_at = now
         self.ever_ready = True
@@ -366,10 +277,10 @@ class Supervisor:
         if handle.ready_future is not None and not handle.ready_future.done():
             handle.ready_future.set_result(True)
         if self.stopping:
-            self.tell_stop(handle, "cluster stopping")
-        all_ready = not self.stopping and self.state == "starting" and self._all_current_ready()
+            self.slots.tell_stop(handle, "cluster stopping")
+        all_ready = self.state == ClusterState.STARTING and self.slots.all_current_ready()
         if all_ready:
-            self.state = "running"
+            self.state = ClusterState.RUNNING
             sdnotify.ready(f"serving with {plural(self.desired, 'worker')}")
         # State and actions above, log lines and callbacks below (a failing log loses nothing).
         logger.info("%s ready in %.2f s", handle.name, now - handle.started_at)
@@ -378,51 +289,37 @@ class Supervisor:
         if all_ready:
             logger.info("all %s ready", plural(self.desired, "worker"))
 
-    def _on_heartbeat(self, handle: WorkerHandle, message: dict[str, Any]) -> None:
-        handle.heartbeat = {key: value for key, value in message.items() if key != "type"}
+    def _on_heartbeat(self, handle: WorkerHandle, message: messages.Heartbeat) -> None:
+        handle.heartbeat = message.payload()
         handle.last_heartbeat_at = self.clock()
-        if handle.state in (READY, DRAINING) and not handle.hung:
+        if handle.state in (WorkerState.READY, WorkerState.DRAINING) and not handle.hung:
             self.watchdog.arm_heartbeat(handle)
-        if handle.state == READY and not handle.retire_reason:
+        if handle.state == WorkerState.READY and not handle.retire_reason:
             self._maybe_recycle(handle)
 
     def _maybe_recycle(self, handle: WorkerHandle, reason: str | None = None) -> None:
         reason = reason or recycle_reason(handle, self.config, self.clock())
-        if reason is None or self.stopping or self.state != "running" or self.op_lock.locked():
+        if reason is None or self.state != ClusterState.RUNNING or self.op_lock.locked():
             return
         slot = self.slots.get(handle.slot)
         if slot is None or slot.current is not handle or slot.candidate is not None:
             return
         self.events.record("recycle", f"recycling {handle.name}: {reason}", handle.slot, handle.pid)
-        self.background(operations.recycle(self, slot, reason))
+        self.background(self.recycle(slot, reason))
 
     # ------------------------------------------------------------ exits
 
     def _on_current_exit(self, slot: Slot, handle: WorkerHandle, now: float) -> None:
-        # Became ready, then died: a crash, not a crash loop (issue 9); the budget counts it.
-        slot.failures = 0 if handle.ready_at is not None else slot.failures + 1
-        slot.crashes = [*recent(slot.crashes, now, self.timing.budget_window), now]
+        self.slots.count_death(slot, handle, now)
         if not self.ever_ready and handle.ready_at is None and self._give_up_if_hopeless(slot, handle):
             return
         try:
             self._log_exit(handle, now, expected=False)
-            self._summarise_crashes(slot, now)
+            self.slots.summarise_crashes(slot, now)
         finally:
             # A slot with a candidate already has a replacement starting (reload / restart).
             if not (slot.retiring or slot.index >= self.desired or slot.candidate is not None):
-                self.schedule_respawn(slot)
-
-    def _summarise_crashes(self, slot: Slot, now: float) -> None:
-        """One line per slot and window once its crashes pile up: the poison-request pattern
-        (a request that kills whichever worker serves it) is visible without counting lines."""
-        count, window = len(slot.crashes), self.timing.budget_window
-        if count < self.timing.crash_summary:
-            return
-        if slot.summarised_at is not None and now - slot.summarised_at < window:
-            return
-        slot.summarised_at = now
-        logger.error("worker slot %d crashed %d times in %.0f s (a request that crashes workers?); last exit: %s",
-                     slot.index, count, window, slot.last_exit)  # fmt: skip
+                self.slots.schedule_respawn(slot)
 
     def _give_up_if_hopeless(self, slot: Slot, handle: WorkerHandle) -> bool:
         """No worker was ever ready: stop instead of respawning forever (issue 3)."""
@@ -447,104 +344,167 @@ class Supervisor:
         level = logging.INFO if expected and handle.exitcode == 0 else logging.WARNING
         logger.log(level, "%s", handle.exit_summary(now))
 
-    # ------------------------------------------------------------ replacing and retiring
+    # ------------------------------------------------------------ the verbs: stop
 
-    def tell_stop(self, handle: WorkerHandle, reason: str, timeout: float | None = None) -> None:
-        """Ask a worker to drain and exit; a worker still starting has nothing to drain."""
-        handle.retire_reason = handle.retire_reason or reason
-        if not handle.alive:
-            return
-        if handle.state == STARTING:
-            handle.signal(signal.SIGTERM)
-            return
-        already_draining = handle.state == DRAINING
-        handle.state = DRAINING
-        grace = self.config.graceful_timeout if timeout is None else timeout
-        sent = handle.send({"type": "stop", "timeout": grace, "reason": reason})
-        if not sent and not already_draining:
-            # No channel (it closed it): SIGTERM also means "drain and exit" to a worker. One
-            # that is already draining closed its channel on its way out: leave it be.
-            handle.signal(signal.SIGTERM)
-
-    def kill(self, handle: WorkerHandle) -> None:
-        if handle.alive:
-            handle.killed = True
-            handle.signal(signal.SIGKILL)
-
-    def _all_current_ready(self) -> bool:
-        return all(
-            slot.current is not None and slot.current.state == READY
-            for slot in self.slots.values()
-            if not slot.retiring
-        )
-
-    # ------------------------------------------------------------ stopping (stopping.py)
-
-    @property
-    def stopping(self) -> bool:
-        return self.stop_control.active
-
-    def begin_stop(self, *, code: int | None = None, quiet: bool = False) -> None:
-        """Graceful stop: every worker drains within --graceful-timeout, then is killed."""
-        self.stop_control.begin(code=code, quiet=quiet)
-
-    def force_stop(self) -> None:
-        """Second Ctrl-C: kill every worker now (exit code FORCED)."""
-        self.stop_control.force()
-
-    def kill_deadline(self) -> float:
-        return self.stop_control.kill_deadline()
-
-    # ------------------------------------------------------------ the API (control.py, Cluster)
-
-    async def reload(self) -> operations.ReloadResult:
-        self.events.record("reload", "reload started")
-        return self.events.result("reload", await operations.reload(self))
-
-    async def scale(self, count: int) -> operations.ScaleResult:
-        return await operations.scale(self, count)
-
-    async def scale_by(self, delta: int) -> operations.ScaleResult:
-        """``delta`` workers more (or fewer) than the count when the operation runs."""
-        return await operations.scale_by(self, delta)
-
-    async def restart(self, slot: int) -> operations.RestartResult:
-        return self.events.result("restart", await operations.restart(self, slot))
+    def begin_stop(self, *, force: bool = False, code: int | None = None, quiet: bool = False) -> None:
+        """Graceful stop (TERM, first Ctrl-C): every worker drains within --graceful-timeout,
+        then is killed; ``force`` (second Ctrl-C): kill every worker now (exit code FORCED).
+        ``code``: the exit code a startup failure decided. Returns at once; :meth:`stop` waits."""
+        if not self.stop_control.active:
+            self.state = ClusterState.STOPPING  # first: /readyz answers 503 whatever raises below
+        if force:
+            self.stop_control.force()
+        else:
+            self.stop_control.begin(code=code, quiet=quiet)
 
     async def stop(self, force: bool = False) -> None:
-        if force:
-            self.force_stop()
-        else:
-            self.begin_stop()
+        """:meth:`begin_stop`, then wait until every worker is reaped."""
+        self.begin_stop(force=force)
         if self.stop_control.done is not None:
             await asyncio.shield(self.stop_control.done)
 
-    def reopen_logs(self) -> None:
-        count = logs.reopen_log_files()
-        for handle in self.handles:
-            handle.send({"type": "reopen-logs"})
-        logger.info("reopened %s in the master; asked %s to do the same", plural(count, "log file"),
-                    plural(len(self.handles), "worker"))  # fmt: skip
+    def _on_stopped(self) -> None:
+        self.state = ClusterState.STOPPED
 
-    def emit(self, event: str, handle: WorkerHandle) -> None:
-        if self.on_event is None:
+    # ------------------------------------------------------------ the verbs: replace
+
+    async def restart(self, index: int) -> RestartResult:
+        """Replace slot ``index``'s worker, readiness-gated (``asynccluster restart``)."""
+        async with self.op_lock:
+            slot = self.slots.get(index)
+            if self.stopping:
+                result = RestartResult(False, index, error=STOPPING, message=STOPPING)
+            elif slot is None or slot.retiring:
+                known = ", ".join(str(i) for i in sorted(self.slots)) or "none"
+                error = f"no worker slot {index} (slots: {known})"
+                result = RestartResult(False, index, error=error, message=error)
+            else:
+                result = await self.slots.replace(slot, "restart requested")
+        return self.events.result("restart", result)
+
+    async def recycle(self, slot: Slot, reason: str) -> None:
+        """Replace a worker that reached a limit (--max-requests, --max-lifetime, --max-memory);
+        one recycle at a time cluster-wide: none starts while another verb holds the lock."""
+        if self.op_lock.locked():
             return
+        async with self.op_lock:
+            if slot.current is None or self.stopping:
+                return
+            logger.info("recycling %s: %s", slot.current.name, reason)
+            await self.slots.replace(slot, f"recycle ({reason})")
+
+    async def reload(self) -> ReloadResult:
+        """Rolling reload (HUP, ``asynccluster reload``): every slot's worker replaced, batch by
+        batch, committed only once all new ones are ready; else rolled back."""
+        self.events.record("reload", "reload started")
+        async with self.op_lock:
+            self.reload_generation += 1
+            result = await self._reload_locked()
+        return self.events.result("reload", result)
+
+    async def _reload_locked(self) -> ReloadResult:
+        started = self.clock()
+        slots = self.slots.active()
+        total = len(slots)
+        if self.stopping:
+            return ReloadResult(False, 0, total, 0.0, STOPPING, STOPPING)
+        previous = self.state
+        self.state = ClusterState.RELOADING
+        sdnotify.reloading()
+        logger.info("reloading %d workers, %d at a time", total, max(1, self.config.reload_batch))
         try:
-            result = self.on_event(event, handle.info())
-            if inspect.isawaitable(result):
-                self.run_callback(result)
-        except Exception:
-            logger.exception("the %r event callback raised", event)
+            error = await self.preload.stage() if self.preload is not None else ""  # issue 16
+            if not error:
+                error = await self.slots.start_all_candidates(slots, self.config.reload_batch)
+        finally:
+            if not self.stopping:
+                running = previous != ClusterState.STARTING or self.slots.all_current_ready()
+                self.state = ClusterState.RUNNING if running else ClusterState.STARTING
+        seconds = round(self.clock() - started, 3)
+        if not self.stopping:
+            sdnotify.ready("reload rolled back" if error else f"reloaded {total} workers")
+        if error:
+            for slot in slots:
+                self.slots.abort(slot, "reload rolled back")
+            if self.preload is not None:
+                self.preload.rollback()  # the old code's helper stays
+            message = f"reload aborted: {error.splitlines()[0]}; rolled back, the old workers keep serving"
+            logger.error("%s", message)
+            return ReloadResult(False, 0, total, seconds, error, message)
+        pids = {slot.index: list(self.slots.commit(slot, "reload")) for slot in slots}
+        if self.preload is not None:
+            self.preload.commit()  # respawns fork the new code; the old helper leaves with its workers
+        message = f"reloaded {total}/{total} workers in {seconds:.1f} s, 0 failures"
+        logger.info("%s", message)
+        return ReloadResult(True, total, total, seconds, "", message, pids)
+
+    # ------------------------------------------------------------ the verbs: scale
+
+    async def scale(self, count: int) -> ScaleResult:
+        """``count`` workers (``asynccluster scale N``); refused below 1 or above --max-workers."""
+        async with self.op_lock:
+            return await self._scale_locked(count)
+
+    async def scale_by(self, delta: int) -> ScaleResult:
+        """``delta`` workers more (or fewer) than the count when the verb runs, not when it was
+        asked for (TTIN/TTOU, ``scale +N``): two concurrent ``+1`` make two more."""
+        async with self.op_lock:
+            return await self._scale_locked(self.desired + delta)
+
+    async def _scale_locked(self, count: int) -> ScaleResult:
+        before = self.desired
+        started = self.clock()
+        refusal = scale_refusal(count, limit=self.max_workers)
+        if refusal is not None:
+            logger.warning("%s", refusal)
+            return ScaleResult(False, before, before, error=refusal, message=refusal)
+        if self.stopping:
+            return ScaleResult(False, before, before, error=STOPPING, message=STOPPING)
+        if count > before:
+            result = await self._scale_up(before, count)
+        elif count < before:
+            result = await self._scale_down(before, count)
+        else:
+            result = ScaleResult(True, before, count, message=f"already {count} workers")
+        result = dataclasses.replace(result, seconds=round(self.clock() - started, 3))
+        self.events.result("scale", result)  # the dashboard's timeline (issue 12)
+        logger.info("%s", result.message)
+        return result
+
+    async def _scale_up(self, before: int, count: int) -> ScaleResult:
+        """Add slots before..count-1; if any cannot be bound or its worker is not ready, every
+        added slot is retired again (issue 9: a scale that cannot complete rolls back)."""
+        error = await self.slots.grow(count)
+        if not error:
+            return ScaleResult(True, before, count, message=f"scaled {before} -> {count} workers")
+        if not self.stopping:
+            await self.slots.shrink(before)
+        message = f"scale to {count} failed: {error.splitlines()[0]}; rolled back to {before} workers"
+        logger.error("%s", message)
+        return ScaleResult(False, before, before, error=error, message=message)
+
+    async def _scale_down(self, before: int, count: int) -> ScaleResult:
+        methods = await self.slots.shrink(count)
+        shown = ", ".join(dict.fromkeys(methods)) or "none"
+        return ScaleResult(True, before, count, steering=methods, message=f"scaled {before} -> {count} workers "
+                           f"(queued connections kept by: {shown})")  # fmt: skip
+
+    # ------------------------------------------------------------ the verbs: logs; the views
+
+    def reopen_logs(self) -> None:
+        """USR1 (logrotate): reopen the master's log files and ask every worker to do the same."""
+        count = logs.reopen_log_files()
+        for handle in self.slots.handles:
+            handle.send(messages.ReopenLogs())
+        logger.info("reopened %s in the master; asked %s to do the same", plural(count, "log file"),
+                    plural(len(self.slots.handles), "worker"))  # fmt: skip
+
+    def status_view(self) -> ClusterStatus:
+        return cluster_status(
+            self.config, self.slots, state=self.state, ready=self.ready, started_at=self.started_at,
+            now=self.clock(), error_groups=self.diagnostics.errors.counts(),
+        )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
-        from asynccluster.master.status import cluster_status
-
-        return cluster_status(self)
-
-    @property
-    def ready(self) -> bool:
-        return not self.stopping and any(handle.state == READY for handle in self.handles)
-
-    @property
-    def pid(self) -> int:
-        return os.getpid()
+        """The status as the control socket and /status send it (contracts/status.py)."""
+        return self.status_view().to_dict()

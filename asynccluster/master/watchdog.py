@@ -20,6 +20,7 @@ import signal
 from collections.abc import Callable
 
 from asynccluster.config import Config
+from asynccluster.contracts.messages import DumpTasks
 from asynccluster.master.policy import Timing
 from asynccluster.master.process import STARTING, WorkerHandle
 
@@ -85,12 +86,10 @@ class Watchdog:
         # "dump-tasks" with its coroutines' await chains, where faulthandler would show only an
         # idle loop; a blocked loop cannot read the channel, so SIGUSR2 makes faulthandler dump
         # the thread stacks from C, whatever Python is doing.
-        handle.send({"type": "dump-tasks"})
+        handle.send(DumpTasks())
         handle.signal(signal.SIGUSR2)
         self._arm(handle, self.timing.stacks_wait, self._kill)
 
     def _kill(self, handle: WorkerHandle) -> None:
         handle.watchdog = None
-        if handle.alive:
-            handle.killed = True
-            handle.signal(signal.SIGKILL)
+        handle.kill()

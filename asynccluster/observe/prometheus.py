@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from asynccluster.contracts.states import ClusterState, WorkerState
 from asynccluster.observe.aggregate import AppMetric, merge_app_metrics, merge_by_slot
 from asynccluster.observe.stats import LATENCY_BUCKETS
 
@@ -122,9 +123,10 @@ def _cluster_families(out: Exposition, status: dict[str, Any]) -> None:
     out.family(PREFIX + "ready", "gauge", "1 while at least one worker is ready and the cluster is not stopping.")
     out.sample(PREFIX + "ready", {}, is_ready(status))
     out.family(PREFIX + "workers", "gauge", "Worker processes by state.")
-    states = {"starting": 0, "ready": 0, "draining": 0}
+    # Every live state, 0 included (an exited worker is gone from the status).
+    states = {str(state): 0 for state in WorkerState if state is not WorkerState.EXITED}
     for worker in status.get("workers", []):
-        state = str(worker.get("state", "starting"))
+        state = str(worker.get("state", WorkerState.STARTING))
         states[state] = states.get(state, 0) + 1
     for state, count in states.items():
         out.sample(PREFIX + "workers", {"state": state}, count)
@@ -180,6 +182,6 @@ def _error_groups(out: Exposition, status: dict[str, Any]) -> None:
 
 def is_ready(status: dict[str, Any]) -> bool:
     """Ready: the cluster is not stopping and at least one worker is ready (issue 5)."""
-    if status.get("state") in ("stopping", "stopped") or status.get("ready") is False:
+    if status.get("state") in (ClusterState.STOPPING, ClusterState.STOPPED) or status.get("ready") is False:
         return False
-    return any(worker.get("state") == "ready" for worker in status.get("workers", []))
+    return any(worker.get("state") == WorkerState.READY for worker in status.get("workers", []))

@@ -35,10 +35,6 @@ QUIT_KEYS = (b"q", b"Q", b"\x03")
 Fetch = Callable[[], dict[str, Any]]
 
 
-class TopStopped(Exception):
-    """The cluster went away while we watched it; the message says so."""
-
-
 def sparkline(values: Sequence[float], width: int = SPARK_WIDTH) -> str:
     """The last ``width`` values as block characters, scaled to their maximum."""
     recent = list(values)[-width:]
@@ -189,7 +185,7 @@ def run_top(
     as_json: bool = False,
     iterations: int | None = None,
 ) -> int:
-    """Refresh until q / Ctrl-C (exit 0) or the cluster stops (TopStopped propagates)."""
+    """Refresh until q / Ctrl-C (exit 0) or the cluster goes away (what ``fetch`` raises propagates)."""
     stdin = stdin or sys.stdin
     out = out or sys.stdout
     styled = out.isatty() and not as_json

@@ -63,7 +63,7 @@ async def test_a_forced_stop_skips_the_delay() -> None:
     supervisor = make(spawner, LONG)
     task = await started(supervisor, spawner)
     supervisor.begin_stop()
-    supervisor.force_stop()  # the second Ctrl-C
+    supervisor.begin_stop(force=True)  # the second Ctrl-C
     assert await asyncio.wait_for(task, 5) == exitcodes.FORCED
 
 

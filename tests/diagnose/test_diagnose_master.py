@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
+from asynccluster.contracts.messages import Diagnose, DiagnoseResult, Errors
 from asynccluster.master.control import ControlError
 from asynccluster.master.diagnose import Diagnostics, control_handlers
 from asynccluster.master.process import DRAINING, READY, STARTING, WorkerHandle
-from asynccluster.master.supervisor import Slot
+from asynccluster.master.slots import Slot
 
 
 def handle(slot: int, state: str, retire: str = "") -> WorkerHandle:
@@ -23,7 +24,7 @@ def handle(slot: int, state: str, retire: str = "") -> WorkerHandle:
 
 def diagnostics(*workers: WorkerHandle) -> Diagnostics:
     slots = {w.slot: Slot(index=w.slot, current=w) for w in workers}
-    return Diagnostics(SimpleNamespace(slots=slots))  # type: ignore[arg-type]
+    return Diagnostics(slots)
 
 
 def test_target_is_the_ready_current_worker() -> None:
@@ -57,15 +58,15 @@ def test_reports_merge_and_answers_resolve_their_request() -> None:
     async def scenario() -> dict[str, Any]:
         worker = handle(0, READY)
         diag = diagnostics(worker)
-        sent: list[dict[str, Any]] = []
+        sent: list[Diagnose] = []
         worker.process = SimpleNamespace(send=lambda m: sent.append(m) or True)  # type: ignore[assignment]
         asking = asyncio.ensure_future(diag.ask(worker, "memory", 0.1, top=3))
         await asyncio.sleep(0)
-        assert sent[0]["type"] == "diagnose" and sent[0]["op"] == "memory" and sent[0]["top"] == 3
-        diag.on_message(worker, {"type": "diagnose-result", "id": 999, "ok": True, "result": {"stray": 1}})
-        diag.on_message(worker, {"type": "diagnose-result", "id": sent[0]["id"], "ok": True, "result": {"x": 1}})
-        diag.on_message(worker, {"type": "errors", "groups": [{"type": "E", "frame": "f", "count": 2}],
-                                 "slow": [{"request": "GET /s", "ms": 300.0}, "junk"], "dropped": 4})  # fmt: skip
+        assert sent == [Diagnose(id=sent[0].id, op="memory", seconds=0.1, top=3)]
+        diag.on_message(worker, DiagnoseResult(id=999, ok=True, result={"stray": 1}))
+        diag.on_message(worker, DiagnoseResult(id=sent[0].id, ok=True, result={"x": 1}))
+        diag.on_message(worker, Errors(groups=[{"type": "E", "frame": "f", "count": 2}],
+                                       slow=[{"request": "GET /s", "ms": 300.0}], dropped=4))  # fmt: skip
         report = await control_handlers(SimpleNamespace(diagnostics=diag), "c")["errors"]({})
         slow = await control_handlers(SimpleNamespace(diagnostics=diag), "c")["slow"]({})
         assert report["total"] == 2 and report["ungrouped"] == 4
@@ -80,8 +81,8 @@ def test_a_refusal_from_the_worker_is_a_control_error() -> None:
         worker = handle(0, READY)
         diag = diagnostics(worker)
         worker.process = SimpleNamespace(  # type: ignore[assignment]
-            send=lambda m: diag.on_message(worker, {"type": "diagnose-result", "id": m["id"], "ok": False,
-                                                    "error": "already running a memory measurement"}) or True
+            send=lambda m: diag.on_message(worker, DiagnoseResult(id=m.id, ok=False,
+                                                                  error="already running a memory measurement")) or True
         )  # fmt: skip
         with pytest.raises(ControlError, match="already running"):
             await diag.ask(worker, "memory", 0.1)
@@ -141,7 +142,7 @@ def test_profile_falls_back_to_the_sampler_when_py_spy_cannot_attach(
         worker.process = SimpleNamespace(  # type: ignore[assignment]
             send=lambda m: (
                 asyncio.get_running_loop().call_soon(
-                    diag.on_message, worker, {"type": "diagnose-result", "id": m["id"], "ok": True, "result": answer}
+                    diag.on_message, worker, DiagnoseResult(id=m.id, ok=True, result=answer)
                 )
                 or True
             )

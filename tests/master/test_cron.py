@@ -13,9 +13,9 @@ import pytest
 from asynccluster import exitcodes
 from asynccluster.cli import main
 from asynccluster.config import ConfigError, load_config
+from asynccluster.contracts.results import ReloadResult
 from asynccluster.master import cron
 from asynccluster.master.cluster import Cluster
-from asynccluster.master.operations import ReloadResult
 
 BASIC = "tests.apps.basic:app"
 

@@ -13,8 +13,10 @@ import pytest
 
 from asynccluster import exitcodes
 from asynccluster.config import Config
+from asynccluster.contracts.messages import Stop
 from asynccluster.master.policy import Timing
 from asynccluster.master.signals import SignalRouter
+from asynccluster.master.stopping import kill_delay
 from asynccluster.master.supervisor import Supervisor
 from tests.master.fakes import FakeProcess, FakeSpawner, fail_with
 
@@ -89,7 +91,7 @@ async def test_starts_the_desired_workers_and_stops_cleanly() -> None:
     assert [w["state"] for w in status["workers"]] == ["ready"] * 3
     assert status["state"] == "running"
     assert await stop(supervisor, task) == exitcodes.OK
-    assert all(p.sent[-1]["type"] == "stop" for p in spawner.processes)
+    assert all(isinstance(p.sent[-1], Stop) for p in spawner.processes)
 
 
 async def test_a_crashed_worker_is_respawned_into_the_same_slot() -> None:
@@ -267,10 +269,10 @@ async def test_a_reload_onto_broken_code_is_rolled_back_and_the_old_workers_keep
     result = await supervisor.reload()
     assert not result.ok and "SyntaxError" in result.error
     assert [current(supervisor, slot) for slot in range(3)] == old
-    assert all(not p.exited and not any(m["type"] == "stop" for m in p.sent) for p in old)
+    assert all(not p.exited and not any(isinstance(m, Stop) for m in p.sent) for p in old)
     first_new = spawner.processes[3]
     await spawner.until(lambda: first_new.exited)  # the replaced slot was rolled back
-    assert first_new.sent[-1]["type"] == "stop"
+    assert isinstance(first_new.sent[-1], Stop)
     assert len(spawner.processes) == 5  # the reload stopped at the broken one
     assert supervisor.state == "running"
     await stop(supervisor, task)
@@ -526,5 +528,5 @@ async def test_workers_get_the_heartbeat_interval_and_shutdown_budget_from_the_m
     request = spawner.processes[0].request
     assert request.heartbeat_interval == 0.25
     assert request.shutdown_budget == 0.5  # min(--graceful-timeout, the cap)
-    assert supervisor.kill_deadline() == 2.0 + 0.5 + 0.05  # drain + shutdown + grace
+    assert kill_delay(config, timing) == 2.0 + 0.5 + 0.05  # drain + shutdown + grace
     assert await stop(supervisor, task) == exitcodes.OK
