@@ -1,0 +1,372 @@
+"""--preload (issue 16 item 3): import the app once in a helper process, fork the workers from it.
+
+Without --preload each worker is a spawned interpreter that imports the app itself (~0.4 s
+for a FastAPI app before it is ready, and its own copy of every module). With it, a helper
+process (worker/forkhelper.py) imports the app module once and forks each worker: a respawn
+costs a fork plus lifespan startup, and the imported code is shared copy-on-write.
+
+Why our own helper and not ``multiprocessing.get_context("forkserver")`` with
+``set_forkserver_preload``: checked on 3.10.13, 3.11.7, 3.12.1 and 3.13.0 (the module is the
+same in all four, plus an atexit change in 3.13):
+
+- it is one server per process (``forkserver._forkserver``); a reload needs two at once (the
+  new code's for the candidates, the old one's until its workers have drained and for the
+  rollback), and ``popen_forkserver`` only talks to the module-level one;
+- ``_stop()`` exists in all four but is private and blocks in ``waitpid`` until the server
+  exits, and the server exits only when every worker forked from it has (each one holds the
+  "alive" pipe): a reload would freeze the master's loop for the whole drain;
+- its preload is ``__import__(name)`` with ImportError swallowed and anything else killing
+  the server with a traceback on stderr: no message for a reload to report, no way to tell
+  "the new code does not import" from "the server died", and --app-dir is not on its path;
+- the server ignores only SIGINT, so a group-wide SIGTERM (systemd) kills it, and its workers
+  take their parent's death for the master's.
+
+The helper we own is ~200 lines: a spawned process (clean: never a fork of this loop) that
+reports the import's outcome in the importer's words, forks on request and reports each
+exit. One :class:`ForkHelper` per generation of code; :class:`Preloader` keeps the current
+one, the one a reload is staging, and retired ones until their last worker exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import logging
+import multiprocessing
+import os
+import pickle
+import select
+import socket
+import time
+from typing import Any
+
+from asynccluster import exitcodes
+from asynccluster.config import Config
+from asynccluster.contracts.spawn import WorkerArgs
+
+logger = logging.getLogger("asynccluster.master")
+
+FORK_TIMEOUT = 10.0  # seconds the helper gets to answer a fork request (it answers in ~1 ms)
+REAP_RECHECK = 0.02  # seconds: the helper closed its socket a hair before waitpid can see it
+MAX_MESSAGE = 1 << 16  # bytes of one message from the helper (small tuples)
+EXIT_UNKNOWN = 255  # a worker whose helper died: its exit status is lost (as for multiprocessing)
+
+
+class PreloadError(RuntimeError):
+    """The helper cannot fork a worker now (not running, not answering)."""
+
+
+class ForkedProcess:
+    """A worker forked by a helper, shaped as ProcessWorker uses a multiprocessing Process:
+    ``pid``, ``sentinel`` (readable once it exited), ``exitcode`` (None until then), ``close()``.
+
+    The helper, its parent, reaps it and reports the exit code; a pipe of ours turns that
+    report into a readable sentinel for the loop's ``add_reader``.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.sentinel, self._write = os.pipe()
+        self.exitcode: int | None = None
+
+    def exited(self, code: int) -> None:
+        if self.exitcode is None:
+            self.exitcode = code
+            os.close(self._write)  # EOF: the sentinel is readable
+
+    def close(self) -> None:
+        for fd in (self.sentinel, self._write):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class SocketPickler(pickle.Pickler):
+    """Pickles WorkerArgs with each socket replaced by ``("fd", index)`` into :attr:`fds`
+    (sent alongside with SCM_RIGHTS; worker/forkhelper.py's SocketUnpickler rebuilds them)."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.fds: list[int] = []
+        self._index: dict[int, int] = {}
+
+    def persistent_id(self, obj: Any) -> tuple[str, int] | None:
+        if not isinstance(obj, socket.socket):
+            return None
+        if id(obj) not in self._index:
+            self._index[id(obj)] = len(self.fds)
+            self.fds.append(obj.fileno())
+        return ("fd", self._index[id(obj)])
+
+
+def pickle_with_fds(args: Any) -> tuple[bytes, list[int]]:
+    buffer = io.BytesIO()
+    pickler = SocketPickler(buffer)
+    pickler.dump(args)
+    return buffer.getvalue(), pickler.fds
+
+
+class ForkHelper:
+    """One helper process: one generation of imported code."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, config: Config, generation: int) -> None:
+        self.loop = loop
+        self.config = config
+        self.generation = generation
+        self.ready: asyncio.Future[str] = loop.create_future()  # "" or why it cannot serve
+        self.alive = False
+        self.retired = False
+        self.on_gone: Any = None  # called with this helper once its process has exited
+        self.processes: dict[int, ForkedProcess] = {}
+        self._replies: dict[int, tuple[Any, ...]] = {}
+        self._token = 0
+        self._control: socket.socket | None = None
+        self._process: Any = None  # multiprocessing.context.SpawnProcess
+        self.pid = 0
+
+    def start(self) -> None:
+        from asynccluster.worker.forkhelper import helper_entry  # imports the worker: not in the master
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        context = multiprocessing.get_context("spawn")
+        self._process = context.Process(
+            target=helper_entry,
+            args=(theirs, self.config.replace(log_file=""), os.getpid()),
+            name=f"asynccluster-preload-{self.generation}",
+            daemon=False,
+        )
+        try:
+            self._process.start()
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.pid = self._process.pid
+        self.alive = True
+        self._control = ours
+        ours.setblocking(False)
+        self.loop.add_reader(ours.fileno(), self._on_readable)
+
+    # -- forking
+
+    def fork(self, args: WorkerArgs[Any]) -> ForkedProcess:
+        """Ask for a worker; blocks the loop until the helper answers (a fork: ~1 ms)."""
+        if not self.alive or self._control is None or not self.ready.done() or self.ready.result():
+            raise PreloadError("the preload helper is not running")
+        self._token += 1
+        token = self._token
+        # Its parent is the helper: the pid whose death it watches (contracts/spawn.py).
+        payload, fds = pickle_with_fds(dataclasses.replace(args, master_pid=self.pid))
+        data = pickle.dumps(("fork", token, payload), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            socket.send_fds(self._control, [data], fds)
+        except OSError as exc:
+            raise PreloadError(f"the preload helper is not reachable: {exc}") from exc
+        reply = self._wait_reply(token)
+        if reply[0] != "forked":
+            raise PreloadError(str(reply[2]))
+        process = self.processes[int(reply[2])] = ForkedProcess(int(reply[2]))
+        return process
+
+    def _wait_reply(self, token: int) -> tuple[Any, ...]:
+        deadline = time.monotonic() + FORK_TIMEOUT
+        while token not in self._replies:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self.alive or self._control is None:
+                raise PreloadError("the preload helper did not answer the fork request")
+            select.select([self._control], [], [], remaining)
+            self._on_readable()
+        return self._replies.pop(token)
+
+    def retire(self) -> None:
+        """Fork no more; the helper exits once its last worker has (so those keep their parent)."""
+        self.retired = True
+        if self._control is not None and self.alive:
+            with contextlib.suppress(OSError):
+                self._control.send(pickle.dumps(("retire",)))
+
+    # -- what the helper says
+
+    def _on_readable(self) -> None:
+        while self._control is not None:
+            try:
+                data = self._control.recv(MAX_MESSAGE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._on_eof()
+                return
+            self._dispatch(pickle.loads(data))
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "exit":
+            process = self.processes.pop(int(message[1]), None)
+            if process is not None:
+                process.exited(int(message[2]))
+        elif kind in ("forked", "fork-failed"):
+            self._replies[int(message[1])] = message
+        elif kind == "ready" and not self.ready.done():
+            logger.info("preloaded %s in %.2f s (helper pid %d)", self.config.app, message[1], self.pid)
+            self.ready.set_result("")
+        elif kind == "failed" and not self.ready.done():
+            self.ready.set_result(str(message[1]))
+
+    def _on_eof(self) -> None:
+        """The helper exits (retired and done, failed, or killed): reap it."""
+        assert self._control is not None
+        self.loop.remove_reader(self._control.fileno())
+        self._control.close()
+        self._control = None
+        self.alive = False
+        for process in self.processes.values():
+            process.exited(EXIT_UNKNOWN)
+        self.processes.clear()
+        self.loop.add_reader(self._process.sentinel, self._reap)
+
+    def _reap(self) -> None:
+        exitcode = self._process.exitcode  # waitpid(WNOHANG)
+        self.loop.remove_reader(self._process.sentinel)
+        if exitcode is None:
+            self.loop.call_later(REAP_RECHECK, self._reap_later)
+            return
+        self._process.close()
+        if not self.ready.done():
+            self.ready.set_result(f"the preload helper (pid {self.pid}) exited with code {exitcode} while importing")
+        if self.on_gone is not None:
+            self.on_gone(self, exitcode)
+
+    def _reap_later(self) -> None:
+        self.loop.add_reader(self._process.sentinel, self._reap)
+
+
+class Preloader:
+    """The helpers' lifecycle: the current generation, a staged one during a reload, and
+    retired ones until their workers have drained (DESIGN.md §4's reload, with code imported
+    once per generation)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, config: Config) -> None:
+        self.loop = loop
+        self.config = config
+        self.current: ForkHelper | None = None
+        self.staged: ForkHelper | None = None
+        self.helpers: set[ForkHelper] = set()  # every helper process not yet reaped
+        self._generation = 0
+        self._restarting: asyncio.Task[str] | None = None
+        self.closed = False
+
+    async def start(self) -> int:
+        """The first helper (startup): exitcodes.OK once it imported the app; else the error is
+        logged once for the cluster, as a worker's failed import is, and APP_IMPORT returned."""
+        helper = await self._new_helper()
+        if helper is not None:
+            self.current = helper
+            return exitcodes.OK
+        logger.error("error: %s", self._last_error.rstrip())
+        return exitcodes.APP_IMPORT
+
+    async def stage(self) -> str:
+        """A reload: a helper with the code on disk now. "" when it imported it (new workers
+        are then forked from it); else why not, and nothing changed."""
+        helper = await self._new_helper()
+        if helper is None:
+            return f"the new code could not be preloaded: {self._last_error}"
+        self.staged = helper
+        return ""
+
+    def commit(self) -> None:
+        """The reload succeeded: the staged helper is the current one; the old one retires."""
+        if self.staged is None:
+            return
+        if self.current is not None:
+            self.current.retire()
+        self.current, self.staged = self.staged, None
+
+    def rollback(self) -> None:
+        """The reload failed: its helper retires (its candidates drain); the old one stays."""
+        if self.staged is not None:
+            self.staged.retire()
+            self.staged = None
+
+    def fork(self, args: WorkerArgs[Any]) -> ForkedProcess:
+        """A worker from the staged helper (a reload's candidates) or else the current one."""
+        helper = self.staged or self.current
+        if helper is None or not helper.alive:
+            self._restart()
+            raise PreloadError("the preload helper is not running (starting a new one)")
+        return helper.fork(args)
+
+    def pids(self) -> set[int]:
+        """The helper processes (the PID 1 reaper must leave them to us)."""
+        return {helper.pid for helper in self.helpers if helper.pid}
+
+    def close(self) -> None:
+        """The cluster stopped: every helper retires (they have no workers left, so they exit)."""
+        self.closed = True
+        for helper in list(self.helpers):
+            helper.retire()
+        if self._restarting is not None:
+            self._restarting.cancel()
+
+    # -- helpers
+
+    _last_error = ""
+
+    async def _new_helper(self) -> ForkHelper | None:
+        self._generation += 1
+        helper = ForkHelper(self.loop, self.config, self._generation)
+        helper.on_gone = self._on_gone
+        try:
+            helper.start()
+        except (OSError, ValueError) as exc:
+            self._last_error = f"could not start the preload helper: {exc}"
+            return None
+        self.helpers.add(helper)
+        error = await asyncio.shield(helper.ready)
+        if error:
+            self._last_error = error
+            helper.retire()
+            return None
+        return helper
+
+    def _on_gone(self, helper: ForkHelper, exitcode: int) -> None:
+        self.helpers.discard(helper)
+        if helper.retired or self.closed or helper.ready.result():  # failed imports are reported by start/stage
+            return
+        logger.error("the preload helper (pid %d) exited with code %d; forking workers from a new one",
+                     helper.pid, exitcode)  # fmt: skip
+        if helper is self.staged:
+            self.staged = None
+        if helper is self.current:
+            self.current = None
+            self._restart()
+
+    def _restart(self) -> None:
+        """A new current helper in the background; forks fail (and are retried by the
+        supervisor's respawn backoff) until it is ready."""
+        if self._restarting is not None or self.closed:
+            return
+        self._restarting = self.loop.create_task(self._replace_current())
+
+    async def _replace_current(self) -> str:
+        try:
+            helper = await self._new_helper()
+            if helper is None:
+                logger.error("error: could not preload the app again: %s", self._last_error)
+                return self._last_error
+            if self.current is None:
+                self.current = helper
+            else:
+                helper.retire()
+            return ""
+        finally:
+            self._restarting = None
+
+
+def preloaded(preload: Preloader | None) -> set[int]:
+    """The helpers' pids (for the PID 1 reaper, which must leave them to us)."""
+    return preload.pids() if preload is not None else set()
