@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import re
 from importlib import resources
 from typing import Any
 
+from asynccluster.contracts.results import OperationResult
 from asynccluster.observe.events import EventRing, install_log_ring
 from asynccluster.observe.guard import host_allowed, new_token, refuse_action
 from asynccluster.observe.history import Recorder
@@ -193,9 +193,8 @@ class Dashboard:
             return error(400, str(exc))
         except RuntimeError as exc:  # e.g. "the cluster is not running"
             return error(409, str(exc))
-        is_result = dataclasses.is_dataclass(result) and not isinstance(result, type)
-        outcome = dataclasses.asdict(result) if is_result else {"result": str(result)}
-        return json_response(200 if outcome.get("ok", True) else 409, outcome)
+        outcome = result.to_dict()  # the control socket's wire format (contracts/results.py)
+        return json_response(200 if outcome["ok"] else 409, outcome)
 
 
 async def read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> dict[str, Any]:
@@ -221,11 +220,11 @@ async def read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> di
 # ---------------------------------------------------------------- the actions: the supervisor's verbs
 
 
-async def do_reload(supervisor: Any, body: dict[str, Any]) -> Any:
+async def do_reload(supervisor: Any, body: dict[str, Any]) -> OperationResult:
     return await supervisor.reload()
 
 
-async def do_scale(supervisor: Any, body: dict[str, Any]) -> Any:
+async def do_scale(supervisor: Any, body: dict[str, Any]) -> OperationResult:
     """``N``, ``+N`` or ``-N``, as ``asynccluster scale`` takes it."""
     text = str(body.get("count", "")).strip()
     if not re.fullmatch(r"[+-]?[0-9]{1,9}", text):  # ASCII digits only, as the control socket
@@ -235,7 +234,7 @@ async def do_scale(supervisor: Any, body: dict[str, Any]) -> Any:
     return await supervisor.scale(int(text))
 
 
-async def do_restart(supervisor: Any, body: dict[str, Any]) -> Any:
+async def do_restart(supervisor: Any, body: dict[str, Any]) -> OperationResult:
     slot = body.get("slot")
     if isinstance(slot, str) and re.fullmatch(r"[0-9]{1,9}", slot.strip()):
         slot = int(slot)
