@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-from asynccluster import __version__
+from asynccluster.contracts.version import __version__
 from asynccluster.master import logbuffer
 
 LAST_EXITS = 10

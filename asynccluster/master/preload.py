@@ -59,7 +59,7 @@ class PreloadError(RuntimeError):
 
 
 class ForkedProcess:
-    """A worker forked by a helper, shaped as ProcessWorker uses a multiprocessing Process:
+    """A worker forked by a helper, shaped as SpawnedProcess uses a multiprocessing Process:
     ``pid``, ``sentinel`` (readable once it exited), ``exitcode`` (None until then), ``close()``.
 
     The helper, its parent, reaps it and reports the exit code; a pipe of ours turns that

@@ -10,8 +10,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from asynccluster import WORKER_ID_ENV, exitcodes
+from asynccluster import exitcodes
 from asynccluster.config import Config, ConfigError, config_from_settings
+from asynccluster.contracts.spawn import WORKER_ID_ENV
 from asynccluster.logs import setup_logging
 
 
