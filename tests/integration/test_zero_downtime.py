@@ -40,7 +40,7 @@ LOAD_LIMITS = {"max_requests": 400_000, "duration": 120.0, "timeout": 15.0}
 START_TIMEOUT = 30.0
 OPERATION_TIMEOUT = 60.0
 
-# The master's log lines we wait for (asynccluster/master/operations.py, supervisor.py).
+# The master's log lines we wait for (asynccluster/master/supervisor.py, slots.py).
 LISTENING = re.compile(r"http://127\.0\.0\.1:(\d+)")
 ALL_READY = re.compile(r"all (\d+) workers? ready")
 RELOADED = re.compile(r"reloaded (\d+)/(\d+) workers")
