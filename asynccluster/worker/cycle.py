@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 from asynccluster.http.errors import ResponseError
 from asynccluster.worker.compat import start_task
 from asynccluster.worker.diagnose import record_error
-from asynccluster.worker.flow import BODY, BODY_HIGH_WATER, FLUSH_THRESHOLD
+from asynccluster.worker.flow import BODY, BODY_HIGH_WATER
 
 if TYPE_CHECKING:
-    from asynccluster.worker.protocol import HttpProtocol
+    from asynccluster.worker.interfaces import ResponseSink
+    from asynccluster.worker.state import ServerState
 
 logger = logging.getLogger("asynccluster.worker")
 
@@ -71,19 +72,23 @@ class Cycle:
         "expect_continue",
         "keep_alive",
         "pending_head",
-        "protocol",
         "response_complete",
         "response_started",
         "scope",
         "sent_bytes",
+        "sink",
         "started_at",
+        "state",
         "status",
         "unfinished_recorded",
         "waiter",
     )
 
-    def __init__(self, protocol: HttpProtocol, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
-        self.protocol = protocol
+    def __init__(
+        self, sink: ResponseSink, state: ServerState, scope: dict[str, Any], keep_alive: bool, expect_continue: bool
+    ) -> None:
+        self.sink = sink  # the connection, seen only through its ResponseSink interface
+        self.state = state  # the worker's shared state: the app, the loop, stats, the access log
         self.scope = scope
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
@@ -111,13 +116,13 @@ class Cycle:
             self.body_size += len(data)
             if self.body_size > DISCARD_LIMIT and not self.disconnected:
                 self.disconnected = True
-                self.protocol.close_unread_body()
+                self.sink.close_unread_body()
             return
         self.body.append(data)
         self.body_size += len(data)
         if self.body_size > BODY_HIGH_WATER:
             # The app is not keeping up (or has not asked yet): stop reading until it does.
-            self.protocol.flow.pause_reading(BODY)
+            self.sink.flow.pause_reading(BODY)
         self.wake()
 
     def disconnect(self) -> None:
@@ -136,7 +141,7 @@ class Cycle:
 
     def run(self) -> None:
         """Start the app in its own Task, in a fresh context (eagerly on Python >= 3.12)."""
-        state = self.protocol.state
+        state = self.state
         task = start_task(state.loop, self._main(), state.context.copy())
         if not task.done():
             # Suspended (or, before 3.12, not started): referenced until it ends (the loop holds
@@ -147,7 +152,7 @@ class Cycle:
     async def _main(self) -> None:
         """The app's run, inside the request's Task: every outcome is handled here."""
         try:
-            call: Any = self.protocol.state.app(self.scope, self.receive, self.send)
+            call: Any = self.state.app(self.scope, self.receive, self.send)
             try:
                 result = await call
             except TypeError:
@@ -162,7 +167,7 @@ class Cycle:
             if result is not None or not self.response_complete or self.error is not None:
                 self._app_returned(result)  # the common case (answered, nothing to report) skips it
         finally:
-            self.protocol.state.tasks.discard(asyncio.current_task())
+            self.state.tasks.discard(asyncio.current_task())
 
     def _app_returned(self, result: Any) -> None:
         if result is not None:
@@ -205,7 +210,8 @@ class Cycle:
             self._send_500()
         else:
             self._record_unfinished()
-            self.protocol.abort_response(self)
+            self.disconnect()
+            self.sink.abort_response()
 
     def _record_unfinished(self) -> None:
         """A response that started but never completed (the client left mid-stream, or it was
@@ -214,7 +220,7 @@ class Cycle:
         if not self.response_started or self.response_complete or self.unfinished_recorded:
             return
         self.unfinished_recorded = True
-        state = self.protocol.state
+        state = self.state
         seconds = _now() - self.started_at
         state.stats.record_response(self.status, seconds)
         if state.access_log is not None:
@@ -224,7 +230,7 @@ class Cycle:
         """The canned 500 (with Connection: close) in place of the app's response."""
         self.status = 500
         self.response_started = True
-        self.protocol.write(self.protocol.error_bytes(500))
+        self.sink.write(self.sink.error_bytes(500))
         self._complete(False)
 
     def _what(self) -> str:
@@ -245,7 +251,7 @@ class Cycle:
         while not (
             self.body or self.disconnected or self.response_complete or (self.body_complete and not self.body_returned)
         ):
-            self.waiter = waiter = self.protocol.state.loop.create_future()
+            self.waiter = waiter = self.state.loop.create_future()
             await waiter
         if self.disconnected or self.response_complete:
             return dict(DISCONNECT)
@@ -259,7 +265,7 @@ class Cycle:
             data = b"".join(body)
             body.clear()
         if self.body_size > BODY_HIGH_WATER:
-            self.protocol.flow.resume_reading(BODY)
+            self.sink.flow.resume_reading(BODY)
         self.body_size = 0
         more_body = not self.body_complete
         if not more_body:
@@ -271,7 +277,7 @@ class Cycle:
         # and never after a final response started.
         self.expect_continue = False
         if not self.body and not self.body_complete and not self.response_started and not self.disconnected:
-            self.protocol.write(CONTINUE_100)
+            self.sink.write(CONTINUE_100)
 
     # ------------------------------------------------------------ ASGI send()
 
@@ -282,20 +288,20 @@ class Cycle:
             kind = message["type"]
         except (TypeError, KeyError):
             raise self._invalid(f"ASGI message must be a dict with a 'type', got {message!r:.100}") from None
-        protocol = self.protocol
+        sink = self.sink
         if kind == "http.response.body" and self.response_started and not self.response_complete:
             # The body path is inline: it runs for every body message of every response.
             body: bytes = message.get("body", b"")  # (bytearray and memoryview work too)
             more_body = message.get("more_body", False)
             if body.__class__ is not bytes and not isinstance(body, (bytearray, memoryview)):
                 raise self._invalid(f"'body' must be bytes, got {type(body).__name__}")
-            if more_body and protocol.transport.is_closing():
+            if more_body and sink.is_closing():
                 # The client is gone (a write failed) but the loop has not delivered
                 # connection_lost yet: an app streaming without suspending learns it here
                 # instead of "completing" its body into a closed connection (issue 9 item 6).
                 self.disconnected = True
                 raise ClientDisconnected("the client closed the connection")
-            writer = protocol.writer
+            writer = sink.writer
             try:
                 data = writer.body(body) if more_body else writer.last(body)
             except (ResponseError, TypeError) as exc:
@@ -307,23 +313,9 @@ class Cycle:
                 data = head + data
                 self.pending_head = b""
             if data:
-                out = protocol.out
-                if out is not None and len(data) < FLUSH_THRESHOLD:
-                    out.append(data)  # coalesced: written once at the end of this read
-                    protocol.out_size += len(data)
-                else:
-                    protocol.write(data)
+                sink.write(data)  # coalesced by the connection: one transport write per read
             if not more_body:
-                # Complete (inline: once per response). Stats, access log, then the protocol.
-                self.response_complete = True
-                state = protocol.state
-                seconds = _now() - self.started_at
-                state.stats.record_response(self.status, seconds)
-                if state.access_log is not None:
-                    state.access_log.log(self.scope, self.status, self.sent_bytes, seconds)
-                if self.waiter is not None:
-                    self.wake()
-                protocol.response_complete(self, writer.keep_alive and self.keep_alive)
+                self._complete(writer.keep_alive)
         elif kind == "http.response.start" and not self.response_started:
             self._start(message)
         elif kind == "http.response.pathsend" and self.response_started and not self.response_complete:
@@ -331,7 +323,7 @@ class Cycle:
             return
         else:
             raise self._out_of_order(kind)
-        flow = protocol.flow
+        flow = sink.flow
         if flow.write_paused:
             await flow.drain()
 
@@ -368,17 +360,16 @@ class Cycle:
         status = message.get("status")
         if type(status) is not int:
             raise self._invalid(f"'status' must be an int, got {status!r:.50}")
-        protocol = self.protocol
         scope = self.scope
         keep_alive = self.keep_alive
         if self.expect_continue and not self.body_complete and not self.body_size:
             # The client is waiting for 100 Continue that will not come now: it may send the
             # body anyway or not at all (RFC 9110 §10.1.1), so the connection cannot be reused.
             self.keep_alive = keep_alive = False
-        state = protocol.state
+        state = self.state
         try:
             self.pending_head = state.head_cache.start(
-                protocol.writer,
+                self.sink.writer,
                 status,
                 message.get("headers", ()),
                 scope["method"] == "HEAD",
@@ -403,9 +394,10 @@ class Cycle:
         return error
 
     def _complete(self, keep_alive: bool) -> None:
+        """The response is complete (its last byte written): stats, access log, then the
+        connection (``keep_alive``: the writer allows reuse; the request's own say is added)."""
         self.response_complete = True
-        protocol = self.protocol
-        state = protocol.state
+        state = self.state
         seconds = _now() - self.started_at
         state.stats.record_response(self.status, seconds)
         access_log = state.access_log
@@ -413,4 +405,4 @@ class Cycle:
             access_log.log(self.scope, self.status, self.sent_bytes, seconds)
         if self.waiter is not None:
             self.wake()
-        protocol.response_complete(self, keep_alive and self.keep_alive)
+        self.sink.response_complete(self, keep_alive and self.keep_alive)

@@ -7,10 +7,9 @@ the access log's call: :class:`SlowLog` wraps it) or a request fails (500s only:
 :func:`record_error`, called from Cycle._app_failed). Measurements (tracemalloc, the
 sampler thread) run only while the master asked for one, one at a time.
 
-Messages (master/channel.py frames): worker -> master ``errors`` (``groups``: batches of
-observe/errors.py entries, at most one per :data:`FLUSH_DELAY` s, only after an error) and
-``diagnose-result`` (``id``, ``ok``, ``result`` or ``error``); master -> worker ``diagnose``
-(``id``, ``op``: ``memory`` or ``sample``, and the op's arguments).
+Messages (contracts/messages.py): worker -> master :class:`Errors` (batches of observe/errors.py
+entries, at most one per :data:`FLUSH_DELAY` s, only after an error) and :class:`DiagnoseResult`;
+master -> worker :class:`Diagnose` (``memory`` or ``sample``, and the op's arguments).
 """
 
 from __future__ import annotations
@@ -19,24 +18,35 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from asynccluster.contracts.messages import Diagnose, DiagnoseResult, Errors, WorkerMessage
 from asynccluster.observe import errors as grouping
 
-
-class DiagnoseError(Exception):
-    """A request the worker refuses, with the reason for the operator."""
-
+# The measurements themselves (tracemalloc, the samplers) only start when asked for; the
+# module is imported here, below this one: diagnose_ops never imports back (issue 10).
+from asynccluster.worker.diagnose_ops import DiagnoseError, measure_memory, sample_stacks
 
 if TYPE_CHECKING:
     from asynccluster.worker.accesslog import AccessLog
-    from asynccluster.worker.server import Server
+    from asynccluster.worker.state import ServerState
+
+__all__ = ["DiagnoseError", "Diagnostics", "ErrorBatch", "flush", "install", "record_error"]
+
+
+class Served(Protocol):
+    """What diagnostics need of the worker's server: its shared state (not the server type,
+    which imports the connection code that reports errors here)."""
+
+    @property
+    def state(self) -> ServerState: ...
+
 
 logger = logging.getLogger("asynccluster.worker")
 
 FLUSH_DELAY = 1.0  # seconds: errors are sent to the master in one batch per this interval
 MAX_SLOW = 20  # slow requests per batch (the master keeps the last 100)
-Send = Callable[[dict[str, Any]], None]
+Send = Callable[[WorkerMessage], None]
 
 
 class ErrorBatch:
@@ -84,7 +94,7 @@ class ErrorBatch:
         self.timer = None
         if not self.pending and not self.slow:
             return
-        message = {"type": "errors", "groups": list(self.pending.values()), "dropped": self.dropped, "slow": self.slow}
+        message = Errors(groups=list(self.pending.values()), dropped=self.dropped, slow=self.slow)
         self.pending = {}
         self.dropped = 0
         self.slow = []
@@ -108,22 +118,21 @@ def record_error(exc: BaseException, scope: dict[str, Any]) -> None:
 class Diagnostics:
     """Installed once per worker by :func:`install`; answers the master's requests."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, send: Send, server: Server) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: Send, server: Served) -> None:
         self.loop = loop
         self.send = send
         self.server = server
         self.busy: str | None = None  # the measurement running now (one at a time)
         self.tasks: set[asyncio.Task[None]] = set()
 
-    def on_request(self, message: dict[str, Any]) -> None:
+    def on_request(self, message: Diagnose) -> None:
         """A ``diagnose`` message: run it in a task; the answer goes back with its ``id``."""
         task = self.loop.create_task(self._answer(message))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _answer(self, message: dict[str, Any]) -> None:
-        ident = message.get("id")
-        op = str(message.get("op", ""))
+    async def _answer(self, message: Diagnose) -> None:
+        ident, op = message.id, message.op
         try:
             if self.server.state.draining:
                 raise DiagnoseError("this worker is draining (being replaced or stopped); ask its successor")
@@ -135,23 +144,21 @@ class Diagnostics:
             finally:
                 self.busy = None
         except DiagnoseError as exc:
-            self.send({"type": "diagnose-result", "id": ident, "ok": False, "error": str(exc)})
+            self.send(DiagnoseResult(id=ident, ok=False, error=str(exc)))
         except Exception as exc:
             logger.exception("diagnose %s failed", op)
-            self.send({"type": "diagnose-result", "id": ident, "ok": False, "error": f"{op} failed: {exc!r}"})
+            self.send(DiagnoseResult(id=ident, ok=False, error=f"{op} failed: {exc!r}"))
         else:
-            self.send({"type": "diagnose-result", "id": ident, "ok": True, "result": result})
+            self.send(DiagnoseResult(id=ident, ok=True, result=result))
 
-    async def _run(self, op: str, message: dict[str, Any]) -> dict[str, Any]:
-        # Imported on first use: tracemalloc and the samplers cost nothing to a worker never measured.
-        from asynccluster.worker.diagnose_ops import measure_memory, sample_stacks
-
-        seconds = _bounded(message.get("seconds"), 0.1, 600.0, "seconds")
+    async def _run(self, op: str, message: Diagnose) -> dict[str, Any]:
+        # Types are checked by the channel (contracts/messages.py); the ranges are checked here.
+        seconds = _bounded(message.seconds, 0.1, 600.0, "seconds")
         if op == "memory":
-            top = int(_bounded(message.get("top", 10), 1, 50, "top"))
+            top = int(_bounded(message.top, 1, 50, "top"))
             return await measure_memory(seconds, top)
         if op == "sample":
-            rate = _bounded(message.get("rate", 100), 1, 1000, "rate")
+            rate = _bounded(message.rate, 1, 1000, "rate")
             return await sample_stacks(self.loop, seconds, rate)
         raise DiagnoseError(f"unknown diagnose operation {op!r}")
 
@@ -162,7 +169,7 @@ def _bounded(value: Any, low: float, high: float, name: str) -> float:
     return float(value)
 
 
-def install(loop: asyncio.AbstractEventLoop, send: Send, server: Server, slow_threshold_ms: float,
+def install(loop: asyncio.AbstractEventLoop, send: Send, server: Served, slow_threshold_ms: float,
             slow_stacks: bool) -> Diagnostics:  # fmt: skip
     """Turn on error grouping for this process, and the slow log if a threshold is set."""
     global _errors

@@ -32,8 +32,12 @@ from collections import Counter
 from types import FrameType
 from typing import Any
 
-from asynccluster.worker.diagnose import DiagnoseError
-from asynccluster.worker.main import rss_bytes
+from asynccluster.worker.resources import rss_bytes
+
+
+class DiagnoseError(Exception):
+    """A request the worker refuses, with the reason for the operator."""
+
 
 MAX_STACKS = 2000  # distinct stacks kept by the sampler; the rest are counted as "[other]"
 MAX_DEPTH = 128  # frames per sampled stack (innermost kept)

@@ -43,9 +43,11 @@ from asynccluster.http.h2 import (
     WindowOpened,
 )
 from asynccluster.http.response import error_response
+from asynccluster.worker.connstate import Event
 from asynccluster.worker.flow import FlowControl, WriteFlowProtocol
 from asynccluster.worker.h2stream import H2Stream
-from asynccluster.worker.protocol import HttpProtocol, _address
+from asynccluster.worker.protocol import HttpProtocol
+from asynccluster.worker.scope import connection_template, peer_address, request_scope
 from asynccluster.worker.state import ServerState
 
 logger = logging.getLogger("asynccluster.worker")
@@ -85,21 +87,13 @@ class H2Protocol(WriteFlowProtocol):
         self.transport = transport = cast(asyncio.Transport, transport)
         self.flow = FlowControl(transport)
         state = self.state
-        state.connections.add(self)  # type: ignore[arg-type]
+        state.connections.add(self)
         state.stats.connections += 1
-        client = _address(transport.get_extra_info("peername"))
-        server = _address(transport.get_extra_info("sockname"))
+        client = peer_address(transport.get_extra_info("peername"))
+        server = peer_address(transport.get_extra_info("sockname"))
         proxies = state.proxies
         self.trusted = proxies is not None and proxies.trusts(client[0] if client else None)
-        self.scope_template = {
-            "type": "http",
-            "asgi": state.asgi,
-            "http_version": "2",
-            "scheme": self.scheme,
-            "server": server,
-            "client": client,
-            "root_path": state.root_path,
-        }
+        self.scope_template = connection_template(state, "2", self.scheme, server, client)
         self.deadline = state.now + state.header_grace  # the client preface is due
         self.core.start()
         if state.draining:
@@ -171,23 +165,21 @@ class H2Protocol(WriteFlowProtocol):
 
     def _start_stream(self, request: Request) -> None:
         state = self.state
-        scope = self.scope_template.copy()
-        scope["method"] = request.method
         # The connection's own scheme, not the client's :scheme (a plaintext client could claim
-        # "https"); trusted proxies may still set it from their headers below.
-        if state.root_path:
-            scope["path"] = state.root_path + request.path
-            scope["raw_path"] = state.root_path.encode() + request.raw_path
-        else:
-            scope["path"] = request.path
-            scope["raw_path"] = request.raw_path
-        scope["query_string"] = request.query_string
-        scope["headers"] = request.headers
-        scope["extensions"] = {} if self.tls is None else {"tls": self.tls.copy()}
-        scope["state"] = state.lifespan_state.copy() if state.lifespan_state else {}
-        if self.trusted and state.proxies is not None:
-            scope["client"], scope["scheme"] = state.proxies.resolve(request.headers, scope["client"], scope["scheme"])
-        stream = H2Stream(self, request.stream_id, scope)
+        # "https"); trusted proxies may still set it from their headers.
+        scope = request_scope(
+            self.scope_template,
+            state,
+            request.method,
+            request.raw_path,
+            request.path,
+            request.query_string,
+            request.headers,
+            self.tls,
+            self.trusted,
+            False,  # no Path Send over HTTP/2 (h2stream.py does not implement it)
+        )
+        stream = H2Stream(self, state, request.stream_id, scope)
         self.streams[request.stream_id] = stream
         state.stats.in_flight += 1
         self.deadline = 0.0  # busy: no idle timer while a stream is open
@@ -207,27 +199,29 @@ class H2Protocol(WriteFlowProtocol):
     def send_window(self, stream_id: int) -> int:
         return self.core.send_window(stream_id)
 
-    def send_headers(self, stream: H2Stream, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
-        self.core.send_headers(stream.stream_id, headers, end_stream)
+    def send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        self.core.send_headers(stream_id, headers, end_stream)
         self._schedule_flush()
 
-    def send_data(self, stream: H2Stream, data: bytes, last: bool) -> None:
-        self.core.send_data(stream.stream_id, data, last)
+    def send_data(self, stream_id: int, data: bytes, last: bool) -> None:
+        self.core.send_data(stream_id, data, last)
         self._schedule_flush()
 
-    def reset_stream(self, stream: H2Stream, code: int) -> None:
-        self.core.reset(stream.stream_id, code)
-        stream.disconnect()
-        self.stream_finished(stream)
+    def reset_stream(self, stream_id: int, code: int) -> None:
+        self.core.reset(stream_id, code)
+        stream = self.streams.get(stream_id)
+        if stream is not None:
+            stream.disconnect()
+        self.stream_finished(stream_id)
 
     def consumed(self, stream_id: int, length: int) -> None:
         self.core.consumed(stream_id, length)
         self._schedule_flush()
 
-    def stream_finished(self, stream: H2Stream) -> None:
-        if self.streams.pop(stream.stream_id, None) is not None:
+    def stream_finished(self, stream_id: int) -> None:
+        if self.streams.pop(stream_id, None) is not None:
             self.state.stats.in_flight -= 1
-        self.core.stream_done(stream.stream_id)
+        self.core.stream_done(stream_id)
         if not self.streams and not self.draining and not self.goaway_sent:
             self.deadline = self.state.now + self.state.keep_alive_grace
         self._maybe_close()
@@ -339,7 +333,7 @@ class H2cSniffingProtocol(HttpProtocol):
         state = self.state
         state.connections.discard(self)
         state.stats.connections -= 1
-        self.closed = True  # as far as HTTP/1.1 is concerned
+        self.to(Event.LOST)  # as far as HTTP/1.1 is concerned
         protocol = H2Protocol(state, "http")
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)

@@ -27,7 +27,8 @@ from asynccluster.worker.compat import start_task
 from asynccluster.worker.cycle import ClientDisconnected, InvalidASGIMessage
 
 if TYPE_CHECKING:
-    from asynccluster.worker.h2protocol import H2Protocol
+    from asynccluster.worker.interfaces import StreamSink
+    from asynccluster.worker.state import ServerState
 
 logger = logging.getLogger("asynccluster.worker")
 
@@ -49,14 +50,16 @@ class H2Stream:
         "scope",
         "sent_bytes",
         "started_at",
+        "state",
         "status",
         "stream_id",
         "waiter",
         "window_waiter",
     )
 
-    def __init__(self, protocol: H2Protocol, stream_id: int, scope: dict[str, Any]) -> None:
-        self.protocol = protocol
+    def __init__(self, protocol: StreamSink, state: ServerState, stream_id: int, scope: dict[str, Any]) -> None:
+        self.protocol = protocol  # the connection, seen through the interface only
+        self.state = state
         self.stream_id = stream_id
         self.scope = scope
         self.body: list[bytes] = []
@@ -108,7 +111,7 @@ class H2Stream:
     # ------------------------------------------------------------ running the app
 
     def run(self) -> None:
-        state = self.protocol.state
+        state = self.state
         task = start_task(state.loop, self._main(), state.context.copy())
         if not task.done():
             state.tasks.add(task)
@@ -118,11 +121,11 @@ class H2Stream:
         try:
             await self._run_app()
         finally:
-            self.protocol.stream_finished(self)  # (already done if the response completed)
+            self.protocol.stream_finished(self.stream_id)  # (already done if the response completed)
 
     async def _run_app(self) -> None:
         try:
-            await self.protocol.state.app(self.scope, self.receive, self.send)
+            await self.state.app(self.scope, self.receive, self.send)
         except BaseException as exc:
             if self.disconnected and isinstance(exc, (ClientDisconnected, asyncio.CancelledError)):
                 return
@@ -147,7 +150,7 @@ class H2Stream:
             except (ClientDisconnected, InvalidASGIMessage):
                 pass  # the client reset the stream meanwhile: nobody to tell
             return
-        self.protocol.reset_stream(self, INTERNAL_ERROR)
+        self.protocol.reset_stream(self.stream_id, INTERNAL_ERROR)
 
     def _what(self) -> str:
         return f'"{self.scope["method"]} {self.scope["path"]}" (HTTP/2 stream {self.stream_id})'
@@ -160,7 +163,7 @@ class H2Stream:
         while not (
             self.body or self.disconnected or self.response_complete or (self.body_complete and not self.body_returned)
         ):
-            self.waiter = waiter = self.protocol.state.loop.create_future()
+            self.waiter = waiter = self.state.loop.create_future()
             await waiter
         if self.disconnected or self.response_complete:
             return {"type": "http.disconnect"}
@@ -197,7 +200,7 @@ class H2Stream:
             raise InvalidASGIMessage(f"invalid ASGI message for {self._what()}: {kind!r} here")
 
     def _headers(self, status: int, headers: Any) -> list[tuple[bytes, bytes]]:
-        state = self.protocol.state
+        state = self.state
         date = state.date[6:-2] if state.date else None  # the value of the cached "date: ...\r\n" line
         return response_headers(status, headers, state.server_header, date)
 
@@ -219,7 +222,7 @@ class H2Stream:
                 self._send_body(data[:window], False)
                 data = data[window:]
                 continue
-            self.window_waiter = waiter = protocol.state.loop.create_future()
+            self.window_waiter = waiter = self.state.loop.create_future()
             protocol.flush()
             await waiter
         if protocol.flow.write_paused:
@@ -233,12 +236,12 @@ class H2Stream:
         try:
             if head is not None:
                 self.head = None
-                protocol.send_headers(self, head, end_stream=last and not data)
+                protocol.send_headers(self.stream_id, head, end_stream=last and not data)
                 if last and not data:
                     self._complete()
                     return
             if data or last:
-                protocol.send_data(self, data, last)
+                protocol.send_data(self.stream_id, data, last)
                 self.sent_bytes += len(data)
         except StreamClosed:
             self.disconnect()
@@ -250,11 +253,11 @@ class H2Stream:
 
     def _complete(self) -> None:
         self.response_complete = True
-        state = self.protocol.state
+        state = self.state
         seconds = _now() - self.started_at
         state.stats.record_response(self.status, seconds)
         if state.access_log is not None:
             state.access_log.log(self.scope, self.status, self.sent_bytes, seconds)
         self._give_back()
         self._wake_receiver()
-        self.protocol.stream_finished(self)
+        self.protocol.stream_finished(self.stream_id)

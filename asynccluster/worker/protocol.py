@@ -11,123 +11,40 @@ Life of a read (``data_received``):
 An app that suspends becomes a Task; the pipeline waits for its response to complete and
 then continues (from a loop callback, never nested inside the app's own frame).
 
-Timeouts are not one timer per request: each connection keeps ``deadline``/``timer`` and
-the server's once-a-tick sweep (:meth:`check_timeout`) closes the ones that ran out:
-``IDLE`` (keep-alive idle, closed silently), ``HEADER`` (a request head is being
-received: 408, RFC 9110 §15.5.9) and, while the worker drains, ``DRAIN_IDLE`` (see
-:meth:`HttpProtocol.shutdown`).
+Timeouts are not one timer per request: each connection keeps a state and a ``deadline``
+(connstate.py says what the deadline means in each state) and the server's once-a-tick sweep
+(:meth:`check_timeout`) acts on the ones that ran out: ``IDLE`` (keep-alive idle, closed
+silently), ``HEAD`` (a request head is being received: 408, RFC 9110 §15.5.9) and, while the
+worker drains, ``DRAIN_IDLE`` (see :meth:`shutdown`).
 
-This module is the per-request path only. The cold paths (error responses, timeouts, drain,
-the WebSocket handoff) are the :class:`ConnectionControl` mixin in connection_control.py.
+This module is the per-request path only. The connection's state, output and cold paths
+(error responses, timeouts, drain, the WebSocket handoff) are its base class,
+:class:`~asynccluster.worker.connection.Http1Connection`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections import deque
 from typing import Any, cast
 
 from asynccluster.http.errors import ProtocolError
-from asynccluster.http.parser import RequestHead, RequestParser
-from asynccluster.http.response import ResponseWriter
+from asynccluster.http.parser import RequestHead
 from asynccluster.worker.compat import EAGER_TASKS
-from asynccluster.worker.connection_control import (
-    BODY_TIMER,
-    DRAIN_IDLE,
-    DRAIN_IDLE_SECONDS,
-    DRAIN_LINGER_SECONDS,
-    HEADER,
-    IDLE,
-    LINGER,
-    LINGER_SECONDS,
-    NONE,
-    ConnectionControl,
-)
+from asynccluster.worker.connection import Http1Connection
+from asynccluster.worker.connstate import ConnState, Event
 from asynccluster.worker.cycle import Cycle
-from asynccluster.worker.flow import BODY, FLUSH_THRESHOLD, PIPELINE, FlowControl, WriteFlowProtocol
-from asynccluster.worker.state import ServerState
-from asynccluster.worker.websocket import WebSocketSession
+from asynccluster.worker.flow import BODY, PIPELINE, FlowControl
+from asynccluster.worker.scope import connection_template, peer_address, request_scope
 
-# The timer kinds and drain constants live with the code that uses them (connection_control);
-# they stay importable from here, where server.py and the tests have always found them.
-__all__ = [
-    "BODY_TIMER",
-    "DRAIN_IDLE",
-    "DRAIN_IDLE_SECONDS",
-    "DRAIN_LINGER_SECONDS",
-    "HEADER",
-    "IDLE",
-    "LINGER",
-    "LINGER_SECONDS",
-    "NONE",
-    "HttpProtocol",
-]
-
-logger = logging.getLogger("asynccluster.worker")
-
-# A response completed while the worker drains leaves its connection idle this long at least
-# before the staged close (see ConnectionControl.shutdown): about ten drain ticks.
-DRAIN_REPLY_GRACE = 0.5
-
-PATHSEND = "http.response.pathsend"  # the ASGI Path Send extension's key
+S = ConnState
+# States in which the first bytes of a request head may arrive (with nothing queued or read).
+_HEAD_MAY_START = frozenset((S.FRESH, S.IDLE, S.DRAIN_IDLE))
 
 
-class HttpProtocol(ConnectionControl, WriteFlowProtocol):
-    __slots__ = (
-        "accepting",
-        "active",
-        "client",
-        "closed",
-        "closing",
-        "deadline",
-        "error_status",
-        "flow",
-        "fresh",
-        "out",
-        "out_size",
-        "parser",
-        "pipeline",
-        "reading",
-        "scope_template",
-        "state",
-        "timer",
-        "tls",
-        "transport",
-        "trusted",
-        "writer",
-        "ws_pending",
-        "ws_session",
-    )
+class HttpProtocol(Http1Connection):
+    """asyncio's callbacks and the parser's, and the pipeline of cycles (the per-request path)."""
 
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-        self.parser = RequestParser(self, state.limits, state.request_caches)
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.flow: FlowControl = None  # type: ignore[assignment]
-        self.pipeline: deque[Cycle] = deque()
-        self.active: Cycle | None = None  # pipeline[0] once its app has been started
-        self.reading: Cycle | None = None  # the cycle whose body the parser is delivering
-        self.out: list[bytes] | None = None  # non-None while coalescing writes
-        self.out_size = 0
-        self.accepting = True  # False once a request said Connection: close (later ones are ignored)
-        self.closing = False  # close once the output is flushed
-        self.closed = False
-        # No request received yet. Drain answers a fresh connection's first request (with
-        # Connection: close) instead of closing it: the client was accepted and is about to
-        # talk, and it may not retry on a new connection (uvicorn #2757; issue 4).
-        self.fresh = True
-        self.error_status = 0  # a request error to answer once earlier responses are out
-        self.timer = IDLE
-        self.deadline = 0.0
-        self.client: tuple[str, int] | None = None
-        self.trusted = False
-        self.scope_template: dict[str, Any] = {}
-        # One response at a time per connection (pipeline order), so one writer is reused.
-        self.writer = ResponseWriter(state.server_header, state.header_names)
-        self.ws_pending: dict[str, Any] | None = None  # a WebSocket handshake's scope, waiting its turn
-        self.ws_session: WebSocketSession | None = None  # the handshake being answered by the app
-        self.tls: dict[str, Any] | None = None  # the ASGI tls extension on a TLS connection (tls.py)
+    __slots__ = ()
 
     # ------------------------------------------------------------ connection events
 
@@ -138,32 +55,14 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
         state = self.state
         state.connections.add(self)
         state.stats.connections += 1
-        self.client = client = _address(transport.get_extra_info("peername"))
-        server = _address(transport.get_extra_info("sockname"))
+        self.client = client = peer_address(transport.get_extra_info("peername"))
+        server: Any = peer_address(transport.get_extra_info("sockname"))
         if server is None:  # a unix socket: ASGI wants (path, None)
-            server = (str(transport.get_extra_info("sockname") or ""), None)  # type: ignore[assignment]
+            server = (str(transport.get_extra_info("sockname") or ""), None)
         proxies = state.proxies
         self.trusted = proxies is not None and proxies.trusts(client[0] if client else None)
-        self.scope_template = {
-            "type": "http",
-            "asgi": state.asgi,
-            "http_version": "1.1",
-            "scheme": "http",
-            "server": server,
-            "client": client,
-            "root_path": state.root_path,
-            "extensions": {},
-            # Per-request keys, set by on_request. Present here so that the copy is already
-            # full size: adding them to an 8-key copy would resize it on every request.
-            "method": "",
-            "path": "",
-            "raw_path": b"",
-            "query_string": b"",
-            "headers": (),
-            "state": None,
-        }
+        self.scope_template = connection_template(state, "1.1", "http", server, client)
         # A fresh connection gets header_timeout to start talking, then is closed silently.
-        self.timer = IDLE
         self.deadline = state.now + state.header_grace
         if state.limit_concurrency and len(state.connections) > state.limit_concurrency:
             # Over the limit: answer the first request with 503 (reading it first, so the
@@ -174,7 +73,7 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
         # served like any fresh connection, its one response saying Connection: close.
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.to(Event.LOST)
         state = self.state
         state.connections.discard(self)
         state.stats.connections -= 1
@@ -187,7 +86,6 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
             self.reading.disconnect()
             self.reading = None
         self.active = None
-        self.timer = NONE
         if self.ws_session is not None:
             self.ws_session.connection_lost(exc)  # the handshake was pending: the app sees 1006
         self.flow.resume_writing()  # wake any send() waiting for drain: it will see the disconnect
@@ -203,11 +101,12 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
     # ------------------------------------------------------------ reading
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        conn_state = self.conn_state
+        if conn_state >= S.CLOSING:
             return  # after an error response (lingering) or Connection: close: discard
-        if self.timer != HEADER and not self.pipeline and self.reading is None:
+        if conn_state in _HEAD_MAY_START and not self.pipeline and self.reading is None:
             # The first bytes of a request head: it must be complete within header_timeout.
-            self.timer = HEADER
+            self.to(Event.HEAD_STARTS)
             self.deadline = self.state.now + self.state.header_grace
         self.out = []
         self.out_size = 0
@@ -233,40 +132,28 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
             return
         state = self.state
         keep_alive = head.keep_alive and not state.draining
-        scope = self.scope_template.copy()
-        scope["method"] = head.method
-        if state.root_path:
-            scope["path"] = state.root_path + head.path
-            scope["raw_path"] = state.root_path.encode() + head.raw_path
-        else:
-            scope["path"] = head.path
-            scope["raw_path"] = head.raw_path
-        scope["query_string"] = head.query_string
-        scope["headers"] = head.headers
-        # Apps and middleware may write into extensions: one request's must not leak into the
-        # next on this connection (the template's dict would be shared by every copy).
-        scope["extensions"] = {} if self.tls is None else {"tls": self.tls.copy()}
-        if state.pathsend:  # --pathsend: the ASGI Path Send extension (cycle.py; issue 16)
-            scope["extensions"][PATHSEND] = {}
+        scope = request_scope(
+            self.scope_template,
+            state,
+            head.method,
+            head.raw_path,
+            head.path,
+            head.query_string,
+            head.headers,
+            self.tls,
+            head.proxied and self.trusted,  # most requests carry no proxy header (the parser notes one)
+            state.pathsend,  # --pathsend: the ASGI Path Send extension (cycle.py; issue 16)
+        )
         if head.http_version != "1.1":
             scope["http_version"] = head.http_version
-        lifespan_state = state.lifespan_state
-        # A shallow copy per request (ASGI lifespan "state"); most apps keep none: a new dict is cheaper.
-        scope["state"] = lifespan_state.copy() if lifespan_state else {}
-        if head.proxied and self.trusted:
-            # Most requests carry no proxy header (the parser notes one): only then resolve.
-            proxies = state.proxies
-            assert proxies is not None
-            scope["client"], scope["scheme"] = proxies.resolve(head.headers, scope["client"], scope["scheme"])
-        self.fresh = False
         if head.upgrade is not None:
             # A WebSocket handshake: the parser holds what follows it. It is answered by the
             # app's websocket scope once earlier pipelined responses are out.
             self.ws_pending = scope
             self.accepting = False
-            self.timer = NONE
+            self.to(Event.UPGRADE)
             return
-        cycle = Cycle(self, scope, keep_alive, head.expect_continue)
+        cycle = Cycle(self, state, scope, keep_alive, head.expect_continue)
         if not keep_alive:
             self.accepting = False
         self.reading = cycle
@@ -274,8 +161,8 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
         pipeline.append(cycle)
         state.stats.in_flight += 1
         # Until the request is complete the client owes us its body (--body-timeout); a
-        # request without one completes in this same feed and clears the timer.
-        self.timer = BODY_TIMER
+        # request without one completes in this same feed (BODY_DONE).
+        self.to(Event.REQUEST)
         self.deadline = state.now + state.body_grace
         if len(pipeline) > state.limit_pipeline:
             self.flow.pause_reading(PIPELINE)
@@ -283,7 +170,7 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
     def on_body(self, data: bytes) -> None:
         cycle = self.reading
         if cycle is not None:
-            if self.timer == BODY_TIMER:
+            if self.conn_state is S.BODY:
                 self.deadline = self.state.now + self.state.body_grace
             cycle.feed_body(data)
 
@@ -294,19 +181,18 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
             cycle.body_complete = True
             if cycle.waiter is not None:
                 cycle.wake()
-            if self.timer == BODY_TIMER:
-                self.timer = NONE
-            if cycle.response_complete and not self.pipeline and self.timer == NONE:
-                # The app answered before the body ended; the rest is in: idle from now.
-                self.timer = IDLE
-                self.deadline = self.state.now + self.state.keep_alive_grace
+            if self.conn_state is S.BODY:
+                self.to(Event.BODY_DONE)
+                if cycle.response_complete and not self.pipeline:
+                    # The app answered before the body ended; the rest is in: idle from now.
+                    self._idle_after_response()
 
     # ------------------------------------------------------------ running the pipeline
 
     def _run_pipeline(self) -> None:
         """Start queued apps in order while the previous response is complete."""
         pipeline = self.pipeline
-        while pipeline and self.active is None and not self.closing:
+        while pipeline and self.active is None and self.conn_state < S.CLOSING:
             self.active = cycle = pipeline[0]
             cycle.run()
         if self.flow.read_paused_for & PIPELINE and len(pipeline) <= self.state.limit_pipeline:
@@ -316,31 +202,31 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
 
     def _run_pipeline_later(self) -> None:
         """The pipeline continued from a loop callback (after a Task completed a response)."""
-        if self.closed:
+        if self.conn_state is S.CLOSED:
             return
         self.out = []
         self.out_size = 0
         self._run_pipeline()
         self._end_batch()
 
-    def response_complete(self, cycle: Cycle, keep_alive: bool) -> None:
-        """Called by the cycle when its last body byte was written."""
+    def response_complete(self, cycle: object, keep_alive: bool) -> None:
+        """Called by the cycle when its last body byte was written (ResponseSink)."""
         pipeline = self.pipeline
         if not pipeline or pipeline[0] is not cycle:
             return  # the connection was lost meanwhile
-        pipeline.popleft()
+        done = pipeline.popleft()
         self.active = None
         self.state.stats.in_flight -= 1
         # What the app left unread is dropped (issue 8 item 3): free its buffer and, unless a
         # later pipelined request's body holds the pause, resume the reading its body paused
         # (a body sent in one write with the head paused reading before the app even ran).
-        if cycle.body:
-            cycle.body.clear()
-        cycle.body_size = 0
+        if done.body:
+            done.body.clear()
+        done.body_size = 0
         reading = self.reading
-        if reading is cycle or reading is None:
+        if reading is done or reading is None:
             self.flow.resume_reading(BODY)
-        if reading is cycle and not cycle.body_complete and cycle.expect_continue:
+        if reading is done and not done.body_complete and done.expect_continue:
             # The client is waiting for 100 Continue and may never send the body: the
             # connection cannot be reused.
             keep_alive = False
@@ -356,7 +242,7 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
             else:
                 # The rest of the unread body is still arriving (and dropped): the client
                 # still owes it within --body-timeout.
-                self.timer = BODY_TIMER
+                self.to(Event.BODY_OWED)
                 self.deadline = self.state.now + self.state.body_grace
         if self.out is None:
             if pipeline and EAGER_TASKS:
@@ -367,64 +253,3 @@ class HttpProtocol(ConnectionControl, WriteFlowProtocol):
                 self._run_pipeline()  # before 3.12 this only schedules the next app's Task
             elif self.error_status:
                 self._run_pipeline_later()
-
-    def _idle_after_response(self) -> None:
-        """Keep-alive idle from now: the keep-alive timer, or while the worker drains, the
-        drain's staged close (a request that comes first is answered with Connection: close)."""
-        state = self.state
-        if state.draining:
-            self.timer = DRAIN_IDLE
-            # At least a few drain ticks: a busy client's next request is already on its way.
-            self.deadline = max(state.drain_idle_deadline, state.now + DRAIN_REPLY_GRACE)
-            return
-        self.timer = IDLE
-        self.deadline = state.now + state.keep_alive_grace
-
-    # ------------------------------------------------------------ writing
-
-    def write(self, data: bytes) -> None:
-        out = self.out
-        if out is None:
-            self.transport.write(data)
-            return
-        out.append(data)
-        self.out_size += len(data)
-        if self.out_size > FLUSH_THRESHOLD:
-            self.out = []
-            self.out_size = 0
-            self.transport.write(b"".join(out))
-
-    def _end_batch(self) -> None:
-        """Write what the batch coalesced (one transport.write) and leave batching mode."""
-        out = self.out
-        self.out = None
-        if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if self.closing:
-            self._close_now()
-
-    def _close_now(self) -> None:
-        """Closing was asked for and the output is flushed: close (or half-close and linger)."""
-        if self.closed or self.out is not None:
-            return
-        if self.timer == LINGER:
-            self._linger()
-        else:
-            self.transport.close()
-
-    def close_unread_body(self) -> None:
-        """An answered request's unread body went past DISCARD_LIMIT: close instead of reading it."""
-        self.reading = None
-        self._close_after_flush()
-
-    def _close_after_flush(self) -> None:
-        self.closing = True
-        self.accepting = False
-        self._close_now()
-
-
-def _address(value: Any) -> tuple[str, int] | None:
-    """An ASGI (host, port) from a socket address; None for unix sockets and unknowns."""
-    if isinstance(value, (tuple, list)) and len(value) >= 2:
-        return (str(value[0]), int(value[1]))
-    return None

@@ -25,11 +25,11 @@ from asynccluster.config import Config
 from asynccluster.observe.stats import WorkerStats
 from asynccluster.worker.accept import Acceptor
 from asynccluster.worker.asgi2 import as_asgi3
+from asynccluster.worker.connection import DRAIN_IDLE_SECONDS, DRAIN_LINGER_SECONDS
 from asynccluster.worker.lifespan import Lifespan
-from asynccluster.worker.protocol import DRAIN_IDLE_SECONDS, DRAIN_LINGER_SECONDS, HttpProtocol
+from asynccluster.worker.protocol import HttpProtocol
 from asynccluster.worker.state import ServerState
 from asynccluster.worker.tls import (
-    HandshakeWatch,
     alpn_protocols,
     check_tls_settings,
     create_ssl_context,
@@ -38,6 +38,7 @@ from asynccluster.worker.tls import (
     tls_enabled,
     tls_factory,
 )
+from asynccluster.worker.tlswatch import HandshakeWatch
 
 logger = logging.getLogger("asynccluster.worker")
 

@@ -24,8 +24,8 @@ from asynccluster.worker.lifespan import ASGI_VERSION
 from asynccluster.worker.wssettings import WsOptions
 
 if TYPE_CHECKING:
-    from asynccluster.worker.protocol import HttpProtocol
-    from asynccluster.worker.tls import HandshakeWatch
+    from asynccluster.worker.interfaces import Connection
+    from asynccluster.worker.tlswatch import HandshakeWatch
 
 SERVER_HEADER_VALUE = b"asynccluster"
 
@@ -98,7 +98,7 @@ class ServerState:
         self.root_path = config.root_path
         self.asgi = dict(ASGI_VERSION)
         self.lifespan_state: dict[str, Any] = {}
-        self.connections: set[HttpProtocol] = set()
+        self.connections: set[Connection] = set()  # every open one: HTTP/1.1, HTTP/2, WebSocket
         self.tasks: set[asyncio.Task[Any]] = set()
         self.access_log = AccessLog(config.access_log_format, worker_id) if config.access_log else None
         self.proxies = TrustedProxies(config.forwarded_allow_ips) if config.proxy_headers else None

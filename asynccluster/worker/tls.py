@@ -9,11 +9,10 @@ the count of handshakes that never completed.
   which the master treats like broken code (no respawn storm; a reload rolls back).
 - :func:`tls_extension` fills the ASGI TLS extension (asgi-spec ``extensions/tls``) from a
   connection's ``ssl_object``.
-- :class:`HandshakeWatch` counts handshakes that did not complete: plaintext sent to the TLS
-  port, a client certificate that fails verification (expired, unknown CA), or silence past
-  ``--ssl-handshake-timeout``. The event loop closes such connections quietly (no traceback,
-  the app protocol never hears of them); the watch notices the protocol it handed out was
-  never connected, and the server logs one summary line per interval, not one per connection.
+- :func:`tls_factory` tells the handshake watch (tlswatch.py) of each protocol it hands out,
+  and :class:`TlsHttpProtocol` tells it when the handshake completed: the watch counts the
+  ones that never did, and the server logs one summary line per interval, not one per
+  connection.
 """
 
 from __future__ import annotations
@@ -44,9 +43,6 @@ CERT_REQS = {
 MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 # ssl.SSLObject.version() -> the ASGI extension's tls_version (the TLS wire version number).
 WIRE_VERSIONS = {"TLSv1": 0x0301, "TLSv1.1": 0x0302, "TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
-
-# Failed handshakes are summarised in one warning per this many seconds.
-REPORT_SECONDS = 10.0
 
 
 class TLSConfigError(Exception):
@@ -264,47 +260,6 @@ class TlsHttpProtocol(HttpProtocol):
         super().connection_made(transport)
         self.scope_template["scheme"] = "https"
         self.tls = tls
-
-
-class HandshakeWatch:
-    """Protocols handed to the loop for a TLS connection whose handshake has not completed.
-
-    A protocol that is not connected within the handshake timeout (plus a tick) never will be:
-    the loop closed the connection (bad or no handshake) or is closing it now. Memory is
-    bounded by the accept rate times that timeout.
-    """
-
-    def __init__(self, timeout: float, server_cert: str | None) -> None:
-        self.timeout = timeout  # the handshake timeout plus a tick (the loop aborts at the timeout)
-        self.server_cert = server_cert
-        self.pending: dict[HttpProtocol, float] = {}
-        self.failed = 0  # total, for tests and stats
-        self.unreported = 0
-        self.report_at = 0.0
-
-    def started(self, protocol: HttpProtocol, now: float) -> None:
-        self.pending[protocol] = now + self.timeout
-
-    def completed(self, protocol: HttpProtocol) -> None:
-        self.pending.pop(protocol, None)
-
-    def sweep(self, now: float) -> None:
-        """Called by the server's tick: count (and forget) handshakes past their deadline."""
-        if self.pending:
-            expired = [protocol for protocol, deadline in self.pending.items() if deadline <= now]
-            for protocol in expired:
-                del self.pending[protocol]
-            self.failed += len(expired)
-            self.unreported += len(expired)
-        if self.unreported and now >= self.report_at:
-            logger.warning(
-                "TLS: %d connection(s) closed without a completed handshake since the last report "
-                "(plaintext to the TLS port, a client certificate that failed verification, or "
-                "no handshake within --ssl-handshake-timeout)",
-                self.unreported,
-            )
-            self.unreported = 0
-            self.report_at = now + REPORT_SECONDS
 
 
 def tls_factory(state: ServerState) -> HttpProtocol:

@@ -213,7 +213,7 @@ class WebSocketSession(WriteFlowProtocol):
     def take_over(self, held: bytes) -> None:
         """Become the transport's protocol, starting with the bytes the HTTP parser held."""
         self.owns_connection = True
-        self.state.connections.add(self)  # type: ignore[arg-type]
+        self.state.connections.add(self)
         self.transport.set_protocol(self)
         if held:
             self.data_received(held)

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from asynccluster.worker.protocol import BODY_TIMER
+from asynccluster.worker.connstate import ConnState
+from tests.waiting import wait_for
 from tests.worker.apps import TEXT, hello
-from tests.worker.conftest import StartServer, wait_for
+from tests.worker.conftest import StartServer
 from tests.worker.h11check import parse_responses, read_responses, read_until_closed
 from tests.worker.test_worker_http import get
 from tests.worker.test_worker_protocol_unit import make, settle
@@ -65,9 +66,9 @@ async def test_time_the_server_stops_reading_does_not_count() -> None:
     protocol, transport = make(reads_body, body_timeout=1.0)
     protocol.flow.pause_reading(2)  # as BODY back-pressure does
     protocol.data_received(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 10\r\n\r\nab")
-    assert protocol.timer == BODY_TIMER
+    assert protocol.conn_state is ConnState.BODY
     protocol.check_timeout(protocol.deadline)
-    assert not transport.writes and protocol.timer == BODY_TIMER  # re-armed, nothing sent
+    assert not transport.writes and protocol.conn_state is ConnState.BODY  # re-armed, nothing sent
     protocol.flow.resume_reading(2)
     protocol.check_timeout(protocol.deadline)
     await settle()

@@ -8,11 +8,12 @@ from typing import Any
 from asynccluster.config import Config
 from asynccluster.observe.stats import WorkerStats
 from asynccluster.worker.compat import EAGER_TASKS
+from asynccluster.worker.connstate import ConnState
 from asynccluster.worker.flow import BODY_HIGH_WATER
-from asynccluster.worker.protocol import BODY_TIMER, DRAIN_IDLE, HEADER, IDLE, LINGER, HttpProtocol
+from asynccluster.worker.protocol import HttpProtocol
 from asynccluster.worker.state import ServerState
+from tests.waiting import wait_for
 from tests.worker.apps import hello, slow_path
-from tests.worker.conftest import wait_for
 from tests.worker.h11check import parse_responses
 from tests.worker.test_worker_http import get
 
@@ -186,14 +187,14 @@ async def test_write_back_pressure_makes_send_wait() -> None:
 
 async def test_header_timeout_answers_408_and_lingers() -> None:
     protocol, transport = make(hello, header_timeout=1.0)
-    assert protocol.timer == IDLE
+    assert protocol.conn_state is ConnState.FRESH
     protocol.data_received(b"GET / HTTP/1.1\r\n")
-    assert protocol.timer == HEADER
+    assert protocol.conn_state is ConnState.HEAD
     protocol.check_timeout(protocol.deadline - 0.001)
     assert not transport.writes  # not yet
     protocol.check_timeout(protocol.deadline)
     assert parse_responses(transport.data, ["GET"], eof=False)[0].status == 408
-    assert protocol.timer == LINGER and transport.eof_written and not transport.closed
+    assert protocol.conn_state is ConnState.LINGER and transport.eof_written and not transport.closed
     protocol.data_received(b"more junk")  # discarded while lingering
     protocol.check_timeout(protocol.deadline)
     assert transport.closed
@@ -203,7 +204,7 @@ async def test_idle_timeout_closes_without_a_response() -> None:
     protocol, transport = make(hello, timeout_keep_alive=1.0)
     protocol.data_received(get("/"))
     await settle()
-    assert protocol.timer == IDLE
+    assert protocol.conn_state is ConnState.IDLE
     writes = len(transport.writes)
     protocol.check_timeout(protocol.deadline)
     assert transport.closed and len(transport.writes) == writes
@@ -251,7 +252,7 @@ async def test_drain_answers_a_request_on_an_idle_connection_with_close() -> Non
     await settle()
     start_draining(protocol)
     protocol.shutdown()
-    assert protocol.timer == DRAIN_IDLE and not transport.closed  # idle: not closed under the client
+    assert protocol.conn_state is ConnState.DRAIN_IDLE and not transport.closed  # idle: not closed under the client
     protocol.data_received(get("/next"))  # the client's next request was already on its way
     await settle()
     responses = parse_responses(transport.data, ["GET", "GET"], eof=False)
@@ -271,7 +272,7 @@ async def test_drain_closes_a_still_idle_connection_in_stages() -> None:
     assert not transport.eof_written  # the grace is not over
     protocol.check_timeout(protocol.deadline)
     # Write side shut first (RFC 9112 §9.6), reading on: a request racing the FIN is dropped, not reset.
-    assert transport.eof_written and not transport.closed and protocol.timer == LINGER
+    assert transport.eof_written and not transport.closed and protocol.conn_state is ConnState.LINGER
     protocol.data_received(get("/late"))
     assert len(transport.writes) == writes  # nothing answered after the FIN
     protocol.check_timeout(protocol.deadline)
@@ -285,16 +286,16 @@ async def test_drain_grace_never_extends_the_keep_alive_deadline() -> None:
     keep_alive_deadline = protocol.deadline
     start_draining(protocol, grace=60.0)
     protocol.shutdown()
-    assert protocol.timer == DRAIN_IDLE and protocol.deadline == keep_alive_deadline
+    assert protocol.conn_state is ConnState.DRAIN_IDLE and protocol.deadline == keep_alive_deadline
 
 
 async def test_unread_body_then_idle_gets_the_keep_alive_timer() -> None:
     protocol, _transport = make(hello)
     protocol.data_received(b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\n\r\nab")
     await settle()
-    assert protocol.timer == BODY_TIMER  # answered; the rest of the body is still due (--body-timeout)
+    assert protocol.conn_state is ConnState.BODY  # answered; the rest of the body is still due (--body-timeout)
     protocol.data_received(b"cd")
-    assert protocol.timer == IDLE
+    assert protocol.conn_state is ConnState.IDLE
 
 
 async def test_drain_marks_the_last_in_flight_response_close() -> None:
@@ -335,7 +336,7 @@ async def test_drain_never_closes_after_a_response_whose_head_said_keep_alive() 
     protocol.shutdown()
     release.set()
     await settle_until(lambda: not protocol.pipeline)
-    assert not transport.closed and protocol.timer == DRAIN_IDLE
+    assert not transport.closed and protocol.conn_state is ConnState.DRAIN_IDLE
     protocol.data_received(get("/next"))  # the client's next request, sent on the keep-alive promise
     await settle_until(lambda: transport.closed)
     responses = parse_responses(transport.data, ["GET", "GET"], eof=False)

@@ -1,14 +1,18 @@
-"""The cold paths of :class:`~asynccluster.worker.protocol.HttpProtocol` (issues 2 and 4).
+"""One HTTP/1.1 connection's state and its cold paths (issues 2, 4 and 10).
 
-Split from protocol.py so that module holds only what every request runs (reading, the
-pipeline, write coalescing). What is here runs once per connection event, never per request:
+:class:`Http1Connection` owns everything a connection is: its state
+(:class:`~asynccluster.worker.connstate.ConnState`, changed only by :meth:`~Http1Connection.to`
+through the table in connstate.py) and deadline, its output (write coalescing, closing,
+lingering), and what runs once per connection event rather than per request:
 
-- timer kinds and the once-a-tick sweep (:meth:`ConnectionControl.check_timeout`);
+- the once-a-tick timeout sweep (:meth:`Http1Connection.check_timeout`);
 - error responses and the lingering close (RFC 9112 §9.6);
-- graceful drain (:meth:`ConnectionControl.shutdown`) and its idle grace;
+- graceful drain (:meth:`Http1Connection.shutdown`) and its idle grace;
 - the WebSocket handoff (RFC 6455 §4.2).
 
-It is a mixin so the protocol calls these as its own methods (no wrapper on any path).
+The per-request path (parser callbacks, the pipeline of cycles) is its subclass
+:class:`~asynccluster.worker.protocol.HttpProtocol`, which calls these as its own methods.
+Cycles see the connection only as a :class:`~asynccluster.worker.interfaces.ResponseSink`.
 """
 
 from __future__ import annotations
@@ -16,27 +20,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from asynccluster.http.response import error_response
-from asynccluster.worker.flow import BODY, PIPELINE, FlowControl
+from asynccluster.http.parser import RequestParser
+from asynccluster.http.response import ResponseWriter, error_response
+from asynccluster.worker.connstate import NEXT, TIMED, ConnState, Event, IllegalTransition
+from asynccluster.worker.cycle import Cycle
+from asynccluster.worker.flow import BODY, FLUSH_THRESHOLD, PIPELINE, FlowControl, WriteFlowProtocol
+from asynccluster.worker.state import ServerState
 from asynccluster.worker.websocket import WebSocketSession, handshake_key, websocket_scope
 from asynccluster.worker.wsframes import valid_key
 
-if TYPE_CHECKING:
-    from asynccluster.http.parser import RequestParser
-    from asynccluster.worker.cycle import Cycle
-    from asynccluster.worker.state import ServerState
-
 logger = logging.getLogger("asynccluster.worker")
 
-# Timer kinds (what ``deadline`` means)
-NONE = 0  # a request is being answered: the app takes the time it needs
-IDLE = 1  # between requests (keep-alive), or a fresh connection: close silently
-HEADER = 2  # part of a request head received: 408 then close
-LINGER = 3  # error response sent, write side shut: close for good
-DRAIN_IDLE = 4  # draining, keep-alive idle: a request that comes now is answered (Connection: close)
-BODY_TIMER = 5  # a request body is arriving: the next piece is due within --body-timeout (408)
+S = ConnState
 
 # After an error response we half-close and read (discarding) until the client closes, for at
 # most this long, so it reads our response instead of a reset (RFC 9112 §9.6 "lingering close").
@@ -66,44 +63,131 @@ DRAIN_IDLE_SECONDS = 1.0
 DRAIN_LINGER_SECONDS = 0.5
 
 
-class ConnectionControl:
-    """Errors, timeouts, drain and WebSocket handoff for :class:`HttpProtocol`."""
+# A response completed while the worker drains leaves its connection idle this long at least
+# before the staged close (see Http1Connection.shutdown): about ten drain ticks.
+DRAIN_REPLY_GRACE = 0.5
 
-    # The protocol's slots hold the state; the mixin adds none, so HttpProtocol stays slotted
-    # (no per-connection __dict__). Hidden from mypy, which would otherwise reject assigning
-    # the attributes declared below from the mixin's methods.
-    if not TYPE_CHECKING:
-        __slots__ = ()
 
-    if TYPE_CHECKING:  # provided by HttpProtocol
-        state: ServerState
-        parser: RequestParser
-        transport: asyncio.Transport
-        flow: FlowControl
-        pipeline: deque[Cycle]
-        active: Cycle | None
-        reading: Cycle | None
-        accepting: bool
-        closing: bool
-        closed: bool
-        fresh: bool
-        error_status: int
-        timer: int
-        deadline: float
-        client: tuple[str, int] | None
-        ws_pending: dict[str, Any] | None
-        ws_session: WebSocketSession | None
+class Http1Connection(WriteFlowProtocol):
+    """The state of one HTTP/1.1 connection, its output, errors, timeouts, drain and handoff."""
 
-        def write(self, data: bytes) -> None: ...
-        def _close_now(self) -> None: ...
-        def _close_after_flush(self) -> None: ...
-        def close_unread_body(self) -> None: ...
+    __slots__ = (
+        "accepting",
+        "active",
+        "client",
+        "conn_state",
+        "deadline",
+        "error_status",
+        "flow",
+        "out",
+        "out_size",
+        "parser",
+        "pipeline",
+        "reading",
+        "scope_template",
+        "state",
+        "tls",
+        "transport",
+        "trusted",
+        "writer",
+        "ws_pending",
+        "ws_session",
+    )
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state  # the worker's shared state (settings, counters, clock)
+        self.conn_state = S.FRESH
+        # What conn_state's deadline means is the state's (connstate.py); loop time, s.
+        self.deadline = 0.0
+        # Request level, beside the state (as h11 keeps keep_alive): False once a request said
+        # Connection: close, or drain or an error ended keep-alive: later requests are ignored.
+        self.accepting = True
+        self.error_status = 0  # a request error to answer once earlier responses are out
+        self.parser = RequestParser(self, state.limits, state.request_caches)  # type: ignore[arg-type]
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.flow: FlowControl = None  # type: ignore[assignment]
+        self.pipeline: deque[Cycle] = deque()
+        self.active: Cycle | None = None  # pipeline[0] once its app has been started
+        self.reading: Cycle | None = None  # the cycle whose body the parser is delivering
+        self.out: list[bytes] | None = None  # non-None while coalescing writes
+        self.out_size = 0
+        self.client: tuple[str, int] | None = None
+        self.trusted = False
+        self.scope_template: dict[str, Any] = {}
+        # One response at a time per connection (pipeline order), so one writer is reused.
+        self.writer = ResponseWriter(state.server_header, state.header_names)
+        self.ws_pending: dict[str, Any] | None = None  # a WebSocket handshake's scope, waiting its turn
+        self.ws_session: WebSocketSession | None = None  # the handshake being answered by the app
+        self.tls: dict[str, Any] | None = None  # the ASGI tls extension on a TLS connection (tls.py)
+
+    # ------------------------------------------------------------ the state
+
+    def to(self, event: Event) -> None:
+        """Apply ``event`` (connstate.TRANSITIONS); :class:`IllegalTransition` if not allowed."""
+        try:
+            self.conn_state = NEXT[self.conn_state << 4 | event]
+        except KeyError:
+            raise IllegalTransition(self.conn_state, event) from None
+
+    @property
+    def closed(self) -> bool:
+        """Gone, or handed over to a WebSocket session: nothing more happens on it as HTTP."""
+        return self.conn_state is S.CLOSED
+
+    # ------------------------------------------------------------ writing (ResponseSink)
+
+    def write(self, data: bytes) -> None:
+        out = self.out
+        if out is None:
+            self.transport.write(data)
+            return
+        out.append(data)
+        self.out_size += len(data)
+        if self.out_size > FLUSH_THRESHOLD:
+            self.out = []
+            self.out_size = 0
+            self.transport.write(b"".join(out))
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def error_bytes(self, status: int) -> bytes:
+        state = self.state
+        return error_response(status, server_header=state.server_header, date=state.date)
+
+    def _end_batch(self) -> None:
+        """Write what the batch coalesced (one transport.write) and leave batching mode."""
+        out = self.out
+        self.out = None
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self.conn_state is S.CLOSING or self.conn_state is S.LINGER:
+            self._close_now()
+
+    def _close_now(self) -> None:
+        """Closing was asked for and the output is flushed: close (or half-close and linger)."""
+        if self.conn_state is S.CLOSED or self.out is not None:
+            return
+        if self.conn_state is S.LINGER:
+            self._linger()
+        else:
+            self.transport.close()
+
+    def close_unread_body(self) -> None:
+        """An answered request's unread body went past DISCARD_LIMIT: close instead of reading it."""
+        self.reading = None
+        self._close_after_flush()
+
+    def _close_after_flush(self) -> None:
+        self.accepting = False
+        if self.conn_state < S.CLOSING:  # (already closing, lingering or closed: nothing to add)
+            self.to(Event.CLOSE)
+        self._close_now()
 
     # ------------------------------------------------------------ errors
 
-    def abort_response(self, cycle: Cycle) -> None:
+    def abort_response(self) -> None:
         """A response that cannot be completed: send what is buffered, then close."""
-        cycle.disconnect()
         self._close_after_flush()
 
     def _request_error(self, status: int, reason: str) -> None:
@@ -126,7 +210,8 @@ class ConnectionControl:
                 self._close_after_flush()
             return
         if cycle.response_started:
-            self.abort_response(cycle)  # its body broke mid-response: nothing sensible to add
+            cycle.disconnect()  # its body broke mid-response: nothing sensible to add
+            self.abort_response()
             return
         # Its body is bad and nothing was sent: the error response replaces the app's.
         self.error_status = status
@@ -142,14 +227,10 @@ class ConnectionControl:
         self.error_status = 0
         self.state.stats.record_response(status, 0.0)
         self.write(self.error_bytes(status))
-        self.closing = True
-        self.timer = LINGER
+        self.accepting = False
+        self.to(Event.ERROR_SENT)
         self.deadline = self.state.now + LINGER_SECONDS + self.state.tick
         self._close_now()
-
-    def error_bytes(self, status: int) -> bytes:
-        state = self.state
-        return error_response(status, server_header=state.server_header, date=state.date)
 
     def _linger(self) -> None:
         """Half-close after an error response and read until the client closes (or LINGER)."""
@@ -166,50 +247,53 @@ class ConnectionControl:
     # ------------------------------------------------------------ timeouts and drain
 
     def check_timeout(self, now: float) -> None:
-        """Called by the server's sweep once a tick."""
-        timer = self.timer
-        if timer == NONE or now < self.deadline or self.closed:
+        """Called by the server's sweep once a tick: act on a deadline that passed."""
+        conn_state = self.conn_state
+        if conn_state not in TIMED or now < self.deadline:
             return
-        self.timer = NONE
-        if timer == HEADER:
+        if conn_state is S.HEAD:
             logger.debug("request head from %s not complete in time: 408", self.client)
             self.error_status = 408
             self._send_request_error()
-        elif timer == DRAIN_IDLE:
+        elif conn_state is S.DRAIN_IDLE:
             self._close_idle_for_drain()
-        elif timer == BODY_TIMER:
+        elif conn_state is S.BODY:
             self._body_timed_out(now)
-        else:
+        else:  # FRESH or IDLE (silently), or LINGER (for good)
+            self.accepting = False
+            self.to(Event.CLOSE)
             self.transport.close()
 
     def _body_timed_out(self, now: float) -> None:
         """No body piece within --body-timeout: 408 (or close, if the response has started)."""
         if self.flow.read_paused_for:
             # We stopped reading (back-pressure), not the client: the time does not count.
-            self.timer = BODY_TIMER
             self.deadline = now + self.state.body_grace
             return
         logger.debug("request body from %s stalled past --body-timeout: 408", self.client)
+        self.to(Event.BODY_EXPIRED)
         self._request_error(408, "request body not received in time")
         if self.error_status and not self.pipeline:
             self._send_request_error()
-        elif self.closing:
+        elif self.conn_state is S.CLOSING:
             self._close_now()
 
     def shutdown(self) -> None:
         """Graceful drain: in-flight requests finish with Connection: close; idle connections
         get a short grace (``state.drain_idle_deadline``) in which a request is still answered."""
-        if self.closed:
+        conn_state = self.conn_state
+        if conn_state is S.CLOSED:
             return
         if self.ws_session is not None or self.ws_pending is not None:
             return  # a WebSocket handshake in progress: once accepted, the session closes with 1001
-        if not self.pipeline and not self.fresh and self.timer in (IDLE, NONE, BODY_TIMER):
+        if not self.pipeline and (conn_state is S.IDLE or conn_state is S.BUSY or conn_state is S.BODY):
             # Idle keep-alive (or only the unread rest of an answered body still arriving): the
             # next request is answered with Connection: close if it comes before the deadline.
+            # (A FRESH connection is not idle: its first request is on its way, see on_request.)
             drain_deadline = self.state.drain_idle_deadline
             # Never later than the connection's own keep-alive deadline.
-            self.deadline = min(self.deadline, drain_deadline) if self.timer == IDLE else drain_deadline
-            self.timer = DRAIN_IDLE
+            self.deadline = min(self.deadline, drain_deadline) if conn_state is S.IDLE else drain_deadline
+            self.to(Event.DRAIN)
             return
         if self.pipeline:
             last = self.pipeline[-1]
@@ -229,14 +313,25 @@ class ConnectionControl:
         """Still idle at the end of the drain grace: half-close, read until the client closes
         (bounded), then close: RFC 9112 §9.6's staged close, so a request that raced our FIN is
         read and dropped instead of being answered with a reset."""
-        self.closing = True
         self.accepting = False
-        self.timer = LINGER
+        self.to(Event.ERROR_SENT)
         self.deadline = self.state.now + self.state.drain_linger
         self._linger()
 
+    def _idle_after_response(self) -> None:
+        """Keep-alive idle from now: the keep-alive timer, or while the worker drains, the
+        drain's staged close (a request that comes first is answered with Connection: close)."""
+        state = self.state
+        if state.draining:
+            self.to(Event.KEEP_ALIVE_DRAINING)
+            # At least a few drain ticks: a busy client's next request is already on its way.
+            self.deadline = max(state.drain_idle_deadline, state.now + DRAIN_REPLY_GRACE)
+            return
+        self.to(Event.KEEP_ALIVE)
+        self.deadline = state.now + state.keep_alive_grace
+
     def force_close(self) -> None:
-        if not self.closed:
+        if self.conn_state is not S.CLOSED:
             self.transport.abort()
 
     # ------------------------------------------------------------ WebSocket handoff
@@ -263,6 +358,6 @@ class ConnectionControl:
     def _hand_over(self, session: WebSocketSession) -> None:
         """The app accepted: the session becomes the transport's protocol."""
         self.ws_session = None
-        self.closed = True  # as far as HTTP is concerned; the connection lives on as a WebSocket
+        self.to(Event.LOST)  # as far as HTTP is concerned; the connection lives on as a WebSocket
         self.state.connections.discard(self)
         session.take_over(self.parser.detach())
