@@ -17,11 +17,7 @@ from typing import Any, Protocol
 
 from asynccluster.config import Config
 from asynccluster.contracts.messages import MasterMessage, WorkerMessage
-
-STARTING = "starting"
-READY = "ready"
-DRAINING = "draining"
-EXITED = "exited"
+from asynccluster.contracts.states import WorkerState
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,7 @@ class WorkerHandle:
     started_at: float  # monotonic
     started_wall: float = field(default_factory=time.time)
     pid: int = 0
-    state: str = STARTING
+    state: WorkerState = WorkerState.STARTING
     process: WorkerProcess | None = None
     ready_at: float | None = None
     last_heartbeat_at: float | None = None

@@ -21,8 +21,9 @@ from collections.abc import Callable
 
 from asynccluster.config import Config
 from asynccluster.contracts.messages import DumpTasks
+from asynccluster.contracts.states import WorkerState
 from asynccluster.master.policy import Timing
-from asynccluster.master.process import STARTING, WorkerHandle
+from asynccluster.master.process import WorkerHandle
 
 logger = logging.getLogger("asynccluster.master")
 
@@ -63,7 +64,7 @@ class Watchdog:
         handle.watchdog = None
         if not handle.alive or handle.hung:
             return
-        if handle.state == STARTING:
+        if handle.state == WorkerState.STARTING:
             during = f" (stuck in {handle.phase})" if handle.phase else ""
             handle.retire_reason = f"not ready within --ready-timeout {self.config.ready_timeout:g} s{during}"
             logger.error(

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from asynccluster.contracts.states import WorkerState
 from asynccluster.observe.stats import LATENCY_BUCKETS
 
 # Samples kept per worker incarnation: one a second, enough for a minute of sparkline.
@@ -200,7 +201,7 @@ def _since(started_at: Any, now: float) -> float | None:
 def totals(workers: list[dict[str, Any]]) -> dict[str, Any]:
     rates = [w["req_per_s"] for w in workers if w.get("req_per_s") is not None]
     return {
-        "workers_ready": sum(1 for w in workers if w.get("state") == "ready"),
+        "workers_ready": sum(1 for w in workers if w.get("state") == WorkerState.READY),
         "workers_total": len({w.get("slot") for w in workers}),
         "requests": sum(int(w.get("requests") or 0) for w in workers),
         "req_per_s": sum(rates) if rates else None,
@@ -269,7 +270,7 @@ def merge_by_slot(workers: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
         stats = heartbeat.get("stats") or {}
         entry = merged.setdefault(slot, _empty_slot())
         entry["incarnations"] += 1
-        entry["ready"] = entry["ready"] or worker.get("state") == "ready"
+        entry["ready"] = entry["ready"] or worker.get("state") == WorkerState.READY
         entry["restarts"] = max(entry["restarts"], int(worker.get("restarts") or 0))
         for key in ("requests", "in_flight", "connections", "access_log_dropped"):
             entry[key] += int(stats.get(key) or 0)

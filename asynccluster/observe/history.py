@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from asynccluster.contracts.states import WorkerState
 from asynccluster.observe.aggregate import EMPTY_HISTOGRAM, histogram_delta, quantile
 
 HISTORY = 600  # points: ten minutes at one a second
@@ -193,7 +194,7 @@ class Recorder:
             "cpu": round(total("cpu"), 1),
             "rss": round(total("rss"), 1),
             "loop_lag": max(lags) if lags else None,
-            "ready": sum(1 for row in rows if row["state"] == "ready"),
+            "ready": sum(1 for row in rows if row["state"] == WorkerState.READY),
             "slots": slots,
         }
 
@@ -210,7 +211,7 @@ class Recorder:
             "admin": view.get("admin"),
             "state": view.get("state"),
             "desired": view.get("desired_workers"),
-            "ready": sum(1 for row in rows if row["state"] == "ready"),
+            "ready": sum(1 for row in rows if row["state"] == WorkerState.READY),
             "uptime": view.get("uptime"),
             "requests": sum(int(row["requests"] or 0) for row in rows),
             "status": status,

@@ -10,13 +10,14 @@ from typing import Any
 import pytest
 
 from asynccluster.contracts.messages import Diagnose, DiagnoseResult, Errors
+from asynccluster.contracts.states import WorkerState
 from asynccluster.master.control import ControlError
 from asynccluster.master.diagnose import Diagnostics, control_handlers
-from asynccluster.master.process import DRAINING, READY, STARTING, WorkerHandle
+from asynccluster.master.process import WorkerHandle
 from asynccluster.master.slots import Slot
 
 
-def handle(slot: int, state: str, retire: str = "") -> WorkerHandle:
+def handle(slot: int, state: WorkerState, retire: str = "") -> WorkerHandle:
     worker = WorkerHandle(slot=slot, incarnation=1, started_at=0.0, pid=1000 + slot, state=state)
     worker.retire_reason = retire
     return worker
@@ -28,7 +29,7 @@ def diagnostics(*workers: WorkerHandle) -> Diagnostics:
 
 
 def test_target_is_the_ready_current_worker() -> None:
-    ready = handle(0, READY)
+    ready = handle(0, WorkerState.READY)
     assert diagnostics(ready).target(0) is ready
     assert diagnostics(ready).target("0") is ready
 
@@ -36,27 +37,27 @@ def test_target_is_the_ready_current_worker() -> None:
 @pytest.mark.parametrize(
     ("worker", "message", "usage"),
     [
-        (handle(1, DRAINING), "is draining", False),
-        (handle(1, READY, retire="scale down"), r"is draining \(scale down\)", False),
-        (handle(1, STARTING), "is starting, not ready yet", False),
+        (handle(1, WorkerState.DRAINING), "is draining", False),
+        (handle(1, WorkerState.READY, retire="scale down"), r"is draining \(scale down\)", False),
+        (handle(1, WorkerState.STARTING), "is starting, not ready yet", False),
     ],
 )
 def test_target_refuses_a_worker_that_is_not_ready(worker: WorkerHandle, message: str, usage: bool) -> None:
     with pytest.raises(ControlError, match=message) as caught:
-        diagnostics(handle(0, READY), worker).target(1)
+        diagnostics(handle(0, WorkerState.READY), worker).target(1)
     assert caught.value.usage is usage
 
 
 @pytest.mark.parametrize("slot", [7, -1, "x", "٣", True, None, 1.5])
 def test_target_refuses_a_slot_that_does_not_exist_as_usage(slot: Any) -> None:
     with pytest.raises(ControlError) as caught:
-        diagnostics(handle(0, READY)).target(slot)
+        diagnostics(handle(0, WorkerState.READY)).target(slot)
     assert caught.value.usage
 
 
 def test_reports_merge_and_answers_resolve_their_request() -> None:
     async def scenario() -> dict[str, Any]:
-        worker = handle(0, READY)
+        worker = handle(0, WorkerState.READY)
         diag = diagnostics(worker)
         sent: list[Diagnose] = []
         worker.process = SimpleNamespace(send=lambda m: sent.append(m) or True)  # type: ignore[assignment]
@@ -78,7 +79,7 @@ def test_reports_merge_and_answers_resolve_their_request() -> None:
 
 def test_a_refusal_from_the_worker_is_a_control_error() -> None:
     async def scenario() -> None:
-        worker = handle(0, READY)
+        worker = handle(0, WorkerState.READY)
         diag = diagnostics(worker)
         worker.process = SimpleNamespace(  # type: ignore[assignment]
             send=lambda m: diag.on_message(worker, DiagnoseResult(id=m.id, ok=False,
@@ -100,7 +101,7 @@ def test_a_refusal_from_the_worker_is_a_control_error() -> None:
 )
 def test_memory_arguments_checked_before_asking(args: dict[str, Any], message: str) -> None:
     with pytest.raises(ControlError, match=message) as caught:
-        asyncio.run(diagnostics(handle(0, READY)).memory(args))
+        asyncio.run(diagnostics(handle(0, WorkerState.READY)).memory(args))
     assert caught.value.usage
 
 
@@ -115,7 +116,7 @@ def test_memory_arguments_checked_before_asking(args: dict[str, Any], message: s
 )
 def test_profile_arguments_checked_before_measuring(args: dict[str, Any], message: str) -> None:
     with pytest.raises(ControlError, match=message):
-        asyncio.run(diagnostics(handle(0, READY)).profile(args))
+        asyncio.run(diagnostics(handle(0, WorkerState.READY)).profile(args))
 
 
 def test_sampler_answer_becomes_stacks_bad_entries_skipped() -> None:
@@ -136,7 +137,7 @@ def test_profile_falls_back_to_the_sampler_when_py_spy_cannot_attach(
     monkeypatch.setattr(master_diagnose, "py_spy_path", lambda: "/bin/false")  # a py-spy that fails at once
 
     async def scenario(tool: str) -> dict[str, Any]:
-        worker = handle(0, READY)
+        worker = handle(0, WorkerState.READY)
         diag = diagnostics(worker)
         answer = {"frames": ["main", "spin"], "stacks": [[[0, 1], 7]], "samples": 7}
         worker.process = SimpleNamespace(  # type: ignore[assignment]
