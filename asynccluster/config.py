@@ -96,6 +96,14 @@ class Config:
         group="application",
     )
     app_dir: str = setting(".", "Directory added to sys.path before importing APP.", group="application")
+    preload: bool = setting(
+        False,
+        "Import APP once in a helper process and fork the workers from it: respawn in milliseconds, "
+        "the app's memory shared copy-on-write. A reload starts a new helper. Open connections, "
+        "threads and event loops in lifespan startup, not at import.",
+        parse=parse_bool,
+        group="application",
+    )
     lifespan: str = setting(
         "auto",
         "Lifespan protocol: 'auto' runs it if the app supports it, 'on' requires it, 'off' skips it.",
