@@ -96,7 +96,8 @@ def preload(config: Any) -> str:
 
 def _import_worker_modules(loop: str) -> None:
     """What a worker imports after the app (worker/main.py serve()): once here, not per fork."""
-    from asynccluster import logs  # noqa: F401
+    from asynccluster import logs, metrics  # noqa: F401
+    from asynccluster.contracts import spawn  # noqa: F401 - WorkerArgs' class, for the child's unpickling
     from asynccluster.observe import stats  # noqa: F401
     from asynccluster.worker import diagnose, lifespan, server, tls  # noqa: F401
 

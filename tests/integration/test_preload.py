@@ -1,0 +1,129 @@
+"""--preload (issue 16 item 3): workers forked from a helper that imported the app once.
+
+The app is written into a temporary directory (so the test can change it and reload); its
+module body appends the importing process's pid to a file, so the test sees where and how
+often the app was imported: once per helper, never in a worker, never in the master.
+Respawn and reload times are the benchmark's (benchmarks/preload_bench.py), not asserted here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from tests.integration.conftest import ClusterProcess, get_json, process_gone
+from tests.waiting import wait_until
+
+APP = """
+import json
+import os
+
+VERSION = {version!r}
+with open(os.environ["PRELOAD_MARKS"], "a") as marks:  # an import side effect: who imported us
+    marks.write(f"{{os.getpid()}}\\n")
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({{"type": "lifespan.startup.complete"}})
+            elif message["type"] == "lifespan.shutdown":
+                await send({{"type": "lifespan.shutdown.complete"}})
+                return
+    body = json.dumps({{"version": VERSION, "pid": os.getpid(), "ppid": os.getppid()}}).encode()
+    await send({{"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]}})
+    await send({{"type": "http.response.body", "body": body}})
+"""
+
+
+def write_app(directory: Path, version: str) -> None:
+    (directory / "preloaded_app.py").write_text(APP.format(version=version))
+
+
+def marks(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def start(cluster_factory: Any, tmp_path: Path, workers: int = 2) -> tuple[ClusterProcess, Path]:
+    write_app(tmp_path, "one")
+    mark_file = tmp_path / "imports.txt"
+    cluster = cluster_factory(
+        "preloaded_app:app", "--preload", "--workers", str(workers), "--app-dir", str(tmp_path),
+        "--no-access-log", "--name", f"preload-{os.getpid()}-{tmp_path.name}",
+        env={"PRELOAD_MARKS": str(mark_file), "PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    return cluster, mark_file
+
+
+def serves(cluster: ClusterProcess, version: str) -> dict[str, Any]:
+    """A response of ``version`` (several requests: any worker answers)."""
+    return wait_until(lambda: get_json(cluster.port, "/"), f"a response of {version}",
+                      done=lambda body: body["version"] == version)  # fmt: skip
+
+
+def test_workers_are_forked_from_one_import_and_respawn(cluster_factory: Any, tmp_path: Path) -> None:
+    cluster, mark_file = start(cluster_factory, tmp_path)
+    workers = cluster.wait_ready()
+    helpers = marks(mark_file)
+    assert len(helpers) == 1, helpers  # imported once: not per worker, not in the master
+    helper = helpers[0]
+    assert helper not in workers.values() and helper != cluster.pid
+    assert {parent_of(pid) for pid in workers.values()} == {helper}
+    body = serves(cluster, "one")
+    assert body["ppid"] == helper
+
+    mark = cluster.mark()
+    os.kill(workers[0], signal.SIGKILL)
+    match = cluster.wait_for(r"worker 0 \(pid (\d+), incarnation 2\) ready", start=mark)
+    new_pid = int(match.group(1))
+    assert parent_of(new_pid) == helper  # forked again from the same helper
+    wait_until(lambda: get_json(cluster.port, "/")["pid"] == new_pid or None, "the new worker to answer", timeout=30)
+    assert marks(mark_file) == [helper]  # the respawn imported nothing
+    assert cluster.stop() == 0
+    wait_until(lambda: process_gone(helper), "the helper to exit with the cluster")
+
+
+def test_reload_imports_new_code_once_and_a_broken_import_is_rolled_back(cluster_factory: Any, tmp_path: Path) -> None:
+    cluster, mark_file = start(cluster_factory, tmp_path)
+    cluster.wait_ready()
+    [old_helper] = marks(mark_file)
+
+    write_app(tmp_path, "two, reloaded")
+    mark = cluster.mark()
+    cluster.signal(signal.SIGHUP)
+    cluster.wait_for(r"reloaded 2/2 workers", start=mark)
+    body = serves(cluster, "two, reloaded")
+    helpers = marks(mark_file)
+    assert len(helpers) == 2 and helpers[0] == old_helper, helpers  # one import for the new code
+    new_helper = helpers[1]
+    assert body["ppid"] == new_helper
+    workers = cluster.ready_workers()
+    assert {parent_of(pid) for pid in workers.values()} == {new_helper}
+    # The old helper leaves once its workers have drained.
+    wait_until(lambda: process_gone(old_helper), "the old helper to exit after its workers")
+
+    (tmp_path / "preloaded_app.py").write_text("def broken(:\n")
+    mark = cluster.mark()
+    cluster.signal(signal.SIGHUP)
+    line = cluster.wait_for(r"reload aborted", start=mark).string
+    assert "SyntaxError" in line or "could not be preloaded" in line, line
+    assert cluster.ready_workers() == workers  # nothing replaced
+    for _ in range(4):
+        assert get_json(cluster.port, "/")["version"] == "two, reloaded"
+
+    # After the rollback a crashed worker comes back from the helper with the code that runs.
+    mark = cluster.mark()
+    os.kill(workers[1], signal.SIGKILL)
+    match = cluster.wait_for(r"worker 1 \(pid (\d+), incarnation \d+\) ready", start=mark)
+    assert parent_of(int(match.group(1))) == new_helper
+    assert get_json(cluster.port, "/")["version"] == "two, reloaded"
+    assert cluster.stop() == 0
