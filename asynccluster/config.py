@@ -3,7 +3,7 @@
 Each field of :class:`Config` carries its default, its type (a parser from text), its help
 text and its group. Everything else is derived from that declaration:
 
-- the CLI flag ``--field-name`` (cli.py builds argparse from :func:`settings`),
+- the CLI flag ``--field-name`` (cli/parser.py builds argparse from :func:`settings`),
 - the environment variable ``ASYNCCLUSTER_FIELD_NAME``,
 - the config-file key ``field_name`` or ``field-name`` (``[tool.asynccluster]`` in
   pyproject.toml, or a ``--config FILE.toml``),
