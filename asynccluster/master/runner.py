@@ -1,4 +1,4 @@
-"""Blocking entry points: ``asynccluster run`` (cli.py) and ``asynccluster.run()``."""
+"""Blocking entry points: ``asynccluster run`` (cli/run.py) and ``asynccluster.run()``."""
 
 from __future__ import annotations
 
