@@ -11,15 +11,16 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from asynccluster.config import Config
+from asynccluster.contracts.spawn import WORKER_ID_ENV
+from asynccluster.contracts.spawn import WORKER_INCARNATION_ENV as WORKER_INCARNATION_ENV
+from asynccluster.contracts.version import __version__
 
 if TYPE_CHECKING:
     from asynccluster.master.cluster import Cluster
 
-__version__ = "0.1.0"
 __all__ = ["Cluster", "Config", "__version__", "run", "worker_id"]
-
-WORKER_ID_ENV = "ASYNCCLUSTER_WORKER_ID"
-WORKER_INCARNATION_ENV = "ASYNCCLUSTER_WORKER_INCARNATION"
+# WORKER_ID_ENV and WORKER_INCARNATION_ENV stay importable from here (they always were);
+# their home is contracts/spawn.py, which the package's own modules import instead.
 
 
 def worker_id() -> int | None:

@@ -1,4 +1,5 @@
-"""The master process: supervisor, spawner, channel, operations (DESIGN.md §2).
+"""The master process: supervisor (its verbs), slot table, spawner, process handles (DESIGN.md §2).
 
-Nothing is imported here: a worker imports ``asynccluster.master.channel`` alone.
+Nothing is imported here. A worker never imports this package: what both ends share (the
+channel, its messages, the spawn arguments) is in ``asynccluster.contracts``.
 """

@@ -4,15 +4,16 @@ Why spawn: forking the master would copy its running event loop, its signal hand
 every socket into the worker. A spawned worker is a fresh interpreter that imports the
 app itself, so a rolling reload serves changed code (issue 4).
 
-How the worker gets its sockets: the :class:`WorkerArgs` given to ``Process`` is pickled
+How the worker gets its sockets: the ``WorkerArgs`` (contracts/spawn.py) given to ``Process`` is pickled
 while the process starts; ``socket.socket`` pickles through ``multiprocessing.reduction``,
 whose ``DupFd`` asks the spawning Popen to pass the descriptor to the child
 (``spawnv_passfds``), and the child rebuilds a socket on the same file description. No
 resource-sharer thread, no copy of the listening socket's queue: the very same socket.
 
 Each worker gets three descriptors: its slot's listening socket, a channel socketpair end
-(framed JSON, channel.py) and a "stacks" socketpair end that faulthandler writes to, so
-stack dumps of a blocked worker reach the master's log under the worker's name.
+(contracts/channel.py frames holding contracts/messages.py messages) and a "stacks" socketpair
+end that faulthandler writes to, so stack dumps of a blocked worker reach the master's log
+under the worker's name.
 
 Everything the master learns comes through its loop: ``add_reader`` on the process
 sentinel (exit), on the channel and on the stacks socket. No threads, no polling.
@@ -25,51 +26,33 @@ import contextlib
 import multiprocessing
 import os
 import socket
-from dataclasses import dataclass
 from typing import Any
 
-from asynccluster.config import Config
+from asynccluster.contracts import messages
+from asynccluster.contracts.channel import Channel
+from asynccluster.contracts.spawn import WorkerArgs
 from asynccluster.master import logbuffer
-from asynccluster.master.channel import Channel
 from asynccluster.master.fdreserve import FdReserve
 from asynccluster.master.output import OutputReader, make_output_pairs
+from asynccluster.master.preload import Preloader
 from asynccluster.master.process import SpawnRequest, WorkerEvents, WorkerHandle
 
 _EXIT_RECHECK = 0.02  # the sentinel closed a hair before waitpid() can see the exit
 
 
-@dataclass
-class WorkerArgs:
-    """Everything a worker process starts from (pickled into the spawned child)."""
-
-    config: Config
-    slot: int
-    incarnation: int
-    listen_sock: socket.socket
-    channel_sock: socket.socket
-    stacks_sock: socket.socket
-    master_pid: int
-    heartbeat_interval: float  # from the master's Timing: one source for both ends
-    shutdown_budget: float  # lifespan shutdown's own time after the drain (policy.shutdown_budget)
-    max_requests: int = 0  # ask for a replacement after exactly this many responses (0: never)
-    # The worker's stdout and stderr (issue 11): sockets the master reads (master/output.py).
-    output_socks: list[socket.socket] | None = None
-
-
 class MultiprocessingSpawner:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, preload: Preloader | None = None) -> None:
         self._loop = loop
         self._context = multiprocessing.get_context("spawn")
         self._reserve = FdReserve()
+        self.preload = preload  # --preload: workers are forked from its helper (issue 16)
 
-    def spawn(self, request: SpawnRequest, handle: WorkerHandle, events: WorkerEvents) -> ProcessWorker:
+    def spawn(self, request: SpawnRequest, handle: WorkerHandle, events: WorkerEvents) -> SpawnedProcess:
         """Start a worker with the descriptor reserve freed for it (fdreserve.py, issue 9)."""
         with self._reserve.released():
             return self._spawn(request, handle, events)
 
-    def _spawn(self, request: SpawnRequest, handle: WorkerHandle, events: WorkerEvents) -> ProcessWorker:
-        from asynccluster.worker.main import worker_entry  # light module: no HTTP code at import
-
+    def _spawn(self, request: SpawnRequest, handle: WorkerHandle, events: WorkerEvents) -> SpawnedProcess:
         if request.sock is None:
             raise ValueError("a real worker needs its listening socket")
         channel_parent, channel_child = socket.socketpair()
@@ -78,23 +61,20 @@ class MultiprocessingSpawner:
         args = WorkerArgs(
             # Only the master writes the log file (it gets every worker line): one writer, so
             # rotation is safe (issue 11). The workers write to their stdout/stderr sockets.
-            request.config.replace(log_file=""),
-            request.slot,
-            request.incarnation,
-            request.sock,
-            channel_child,
-            stacks_child,
-            os.getpid(),
-            request.heartbeat_interval,
-            request.shutdown_budget,
-            request.max_requests,
-            output_child,
-        )
-        process = self._context.Process(
-            target=worker_entry, args=(args,), name=f"asynccluster-worker-{request.slot}", daemon=False
+            config=request.config.replace(log_file=""),
+            slot=request.slot,
+            incarnation=request.incarnation,
+            listen_sock=request.sock,
+            channel_sock=channel_child,
+            stacks_sock=stacks_child,
+            master_pid=os.getpid(),
+            heartbeat_interval=request.heartbeat_interval,
+            shutdown_budget=request.shutdown_budget,
+            max_requests=request.max_requests,
+            output_socks=(output_child[0], output_child[1]),
         )
         try:
-            process.start()
+            process = self._start(args)
         except BaseException:
             # No worker: our ends would leak a descriptor pair per failed start (EMFILE loop).
             channel_parent.close()
@@ -108,13 +88,27 @@ class MultiprocessingSpawner:
             stacks_child.close()
             for sock in output_child:
                 sock.close()
-        worker = ProcessWorker(self._loop, process, channel_parent, stacks_parent, handle, events)
+        worker = SpawnedProcess(self._loop, process, channel_parent, stacks_parent, handle, events)
         worker.output = OutputReader(self._loop, output_parent, request.slot, worker.pid, logbuffer.install().feed)
         return worker
 
+    def _start(self, args: WorkerArgs[Any]) -> Any:
+        """A spawned interpreter, or with --preload a fork of the helper (master/preload.py)."""
+        if self.preload is not None:
+            return self.preload.fork(args)
+        from asynccluster.worker.main import worker_entry  # light module: no HTTP code at import
 
-class ProcessWorker:
-    """A running worker process as the master's loop sees it."""
+        process = self._context.Process(
+            target=worker_entry, args=(args,), name=f"asynccluster-worker-{args.slot}", daemon=False
+        )
+        process.start()
+        return process
+
+
+class SpawnedProcess:
+    """A spawned worker process as the master's loop sees it: the ``WorkerProcess`` of
+    process.py that :class:`MultiprocessingSpawner` returns (preload.py's ``ForkedProcess``
+    is the other one)."""
 
     def __init__(
         self,
@@ -134,13 +128,13 @@ class ProcessWorker:
         self._stacks_sock = stacks_sock
         self._stacks_fd = stacks_sock.fileno()
         self._stacks_buffer = b""
-        self._channel = Channel(loop, channel_sock, self._on_message, self._on_disconnect)
+        self._channel = Channel(loop, channel_sock, self._on_message, self._on_disconnect, accept=messages.FROM_WORKER)
         self.output: OutputReader | None = None  # its stdout/stderr (set by the spawner)
         stacks_sock.setblocking(False)
         loop.add_reader(self._stacks_fd, self._read_stacks)
         loop.add_reader(process.sentinel, self._on_sentinel)
 
-    def send(self, message: dict[str, Any]) -> bool:
+    def send(self, message: messages.MasterMessage) -> bool:
         return self._channel.send(message)
 
     def signal(self, signum: int) -> None:
@@ -153,7 +147,7 @@ class ProcessWorker:
         self._channel.close()
         self._close_stacks()
 
-    def _on_message(self, message: dict[str, Any]) -> None:
+    def _on_message(self, message: messages.WorkerMessage) -> None:
         self._events.on_message(self._handle, message)
 
     def _on_disconnect(self) -> None:

@@ -28,22 +28,42 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import faulthandler
-import importlib.util
 import io
 import logging
 import os
-import resource
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from asynccluster import WORKER_ID_ENV, WORKER_INCARNATION_ENV, exitcodes
+# A plain import, not a find_spec() probe (issue 10: no imports by name of our own modules):
+# metrics.py imports only the stdlib and costs ~3 ms once per worker; it is the very module
+# an app imports to declare its metrics, so the heartbeat reads the same registry.
+from asynccluster import exitcodes, metrics
+from asynccluster.contracts.channel import Channel, send_blocking
+from asynccluster.contracts.messages import (
+    FROM_MASTER,
+    Diagnose,
+    DumpTasks,
+    Heartbeat,
+    MasterMessage,
+    Online,
+    Phase,
+    Ready,
+    Recycle,
+    ReopenLogs,
+    Stop,
+    Stopping,
+    WorkerMessage,
+)
+from asynccluster.contracts.spawn import WORKER_ID_ENV, WORKER_INCARNATION_ENV, WorkerArgs
+from asynccluster.worker.resources import cpu_seconds, rss_bytes
 
 if TYPE_CHECKING:
-    from asynccluster.master.channel import Channel, Message
-    from asynccluster.master.spawner import WorkerArgs
+    from asynccluster.config import Config
     from asynccluster.observe.stats import WorkerStats
     from asynccluster.worker.diagnose import Diagnostics
 
@@ -53,10 +73,9 @@ ORPHAN_DRAIN_TIMEOUT = 1.0  # the master is gone: nobody waits for us, finish qu
 MEMORY_CHECK_INTERVAL = 0.1  # seconds between two RSS reads with --max-memory (one /proc read)
 ORPHAN_EXIT_MARGIN = 0.5  # then lifespan shutdown; past that, exit hard (issue 3: no orphans)
 PR_SET_PDEATHSIG = 1
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def worker_entry(args: WorkerArgs) -> None:
+def worker_entry(args: WorkerArgs[Config]) -> None:
     """The multiprocessing target: never returns; exits with the worker's exit code."""
     set_up_process(args)
     code = run_worker(args)
@@ -71,7 +90,7 @@ def worker_entry(args: WorkerArgs) -> None:
 # ---------------------------------------------------------------- process setup
 
 
-def set_up_process(args: WorkerArgs) -> None:
+def set_up_process(args: WorkerArgs[Config]) -> None:
     capture_output(args.output_socks)
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(signum, signal.SIG_IGN)
@@ -88,7 +107,7 @@ def set_up_process(args: WorkerArgs) -> None:
     setup_logging(args.config, slot=args.slot)
 
 
-def capture_output(socks: list[Any] | None) -> None:
+def capture_output(socks: Sequence[Any] | None) -> None:
     """Make fds 1 and 2 the master's output sockets (issue 11: it keeps every line, an app's
     print() and the interpreter's last traceback included, and passes them on to its own
     stdout/stderr). stdout becomes line-buffered, so a print() is seen at once, as on a terminal."""
@@ -149,13 +168,11 @@ def new_event_loop(choice: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def run_worker(args: WorkerArgs) -> int:
+def run_worker(args: WorkerArgs[Config]) -> int:
     try:
         loop = new_event_loop(args.config.loop)
     except ImportError:
-        from asynccluster.master.channel import send_blocking
-
-        send_blocking(args.channel_sock, {"type": "stopping", "reason": "--loop uvloop: uvloop is not installed"})
+        send_blocking(args.channel_sock, Stopping("--loop uvloop: uvloop is not installed"))
         return exitcodes.ERROR
     asyncio.set_event_loop(loop)
     try:
@@ -186,53 +203,29 @@ def format_tasks(tasks: set[asyncio.Task[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# ---------------------------------------------------------------- measurements for the heartbeat
-
-
-def rss_bytes() -> int:
-    """Current resident set size (Linux /proc), else the peak from getrusage."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            return int(statm.read().split()[1]) * _PAGE_SIZE
-    except (OSError, IndexError, ValueError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak if sys.platform == "darwin" else peak * 1024
-
-
-def cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
-
-
-def app_metrics_snapshot() -> Any:
-    """The app's own counters (asynccluster.metrics), if that module exists and was used."""
-    if "asynccluster.metrics" not in sys.modules and importlib.util.find_spec("asynccluster.metrics") is None:
-        return None
-    from asynccluster import metrics
-
-    snapshot = getattr(metrics, "snapshot", None)
-    return snapshot() if snapshot is not None else None
+def app_metrics_snapshot() -> dict[str, Any] | None:
+    """The app's own metrics (asynccluster.metrics), None if it declared none (a lighter beat)."""
+    return metrics.snapshot() or None
 
 
 # ---------------------------------------------------------------- the worker on its loop
 
 
 class WorkerRuntime:
-    def __init__(self, args: WorkerArgs, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, args: WorkerArgs[Config], loop: asyncio.AbstractEventLoop) -> None:
         self.args = args
         self.config = args.config
         self.loop = loop
         self.stop_future: asyncio.Future[tuple[float, str]] = loop.create_future()
         self.stats: WorkerStats | None = None
-        self.channel: Channel | None = None
+        self.channel: Channel[MasterMessage] | None = None
         self.diagnostics: Diagnostics | None = None  # issue 15: errors, slow requests, measurements
 
     async def run(self) -> int:
         from asynccluster.importer import AppImportError, load_app
-        from asynccluster.master.channel import Channel
 
-        self.channel = Channel(self.loop, self.args.channel_sock, self.on_message, self.on_master_gone)
-        self.send({"type": "online", "pid": os.getpid(), "incarnation": self.args.incarnation})
+        self.channel = Channel(self.loop, self.args.channel_sock, self.on_message, self.on_master_gone, FROM_MASTER)
+        self.send(Online(pid=os.getpid(), incarnation=self.args.incarnation))
         # signal.signal, not loop.add_signal_handler: a Python handler runs between bytecodes
         # even while the loop is blocked (a stuck request), so the hard deadline gets armed.
         signal.signal(signal.SIGTERM, self.on_sigterm)
@@ -260,7 +253,7 @@ class WorkerRuntime:
             server.load_tls()  # read now, at each worker start: a reload picks up renewed certificates
         except TLSConfigError as exc:
             return self.fail(str(exc), exitcodes.TLS)
-        self.send({"type": "phase", "phase": "lifespan startup"})
+        self.send(Phase("lifespan startup"))
         try:
             await server.startup()
         except LifespanFailure as exc:
@@ -275,13 +268,13 @@ class WorkerRuntime:
             self.loop, self.send, server, self.config.slow_request_threshold, self.config.slow_request_stacks
         )
         await server.start_serving([self.args.listen_sock])
-        self.send({"type": "ready", "pid": os.getpid()})
+        self.send(Ready(pid=os.getpid()))
         self.send_heartbeat(0.0)
         heartbeat = self.loop.create_task(self.heartbeat())
         limits = self.watch_limits()
         timeout, reason = await self.stop_future
         limits.cancel()
-        self.send({"type": "stopping", "reason": reason, "draining": True})
+        self.send(Stopping(reason, draining=True))
         drain = self.loop.create_task(server.drain(timeout))
         await asyncio.sleep(0)  # drain() closes the listeners in its first step: say so after it
         logger.info("draining (%s; up to %g s): no longer accepting", reason, timeout)
@@ -291,13 +284,13 @@ class WorkerRuntime:
         logger.info("stopped%s", f" ({forced} connections force-closed)" if forced else "")
         diagnose.flush()  # the last errors and slow requests, before the channel closes
         # The last word to the master: it logs the count on this worker's exit line (issue 4).
-        self.send({"type": "stopping", "reason": reason, "draining": True, "forced": forced})
+        self.send(Stopping(reason, draining=True, forced=forced))
         self.close_channel()
         return exitcodes.OK
 
     def fail(self, reason: str, code: int) -> int:
         """Before ready: tell the master why (it logs it once for the cluster) and exit."""
-        self.send({"type": "stopping", "reason": reason})
+        self.send(Stopping(reason))
         self.close_channel()
         return code
 
@@ -326,11 +319,11 @@ class WorkerRuntime:
         """Ask the master for a replacement, once: it starts one, then drains us (readiness-gated)."""
         if self.stats is not None:
             self.stats.on_limit = None
-        self.send({"type": "recycle", "reason": reason})
+        self.send(Recycle(reason))
 
     # -- the channel
 
-    def send(self, message: Message) -> None:
+    def send(self, message: WorkerMessage) -> None:
         if self.channel is not None:
             self.channel.send(message)
 
@@ -339,16 +332,15 @@ class WorkerRuntime:
             self.channel.flush_blocking()
             self.channel.close()
 
-    def on_message(self, message: Message) -> None:
-        kind = message.get("type")
-        if kind == "stop":
-            timeout = float(message.get("timeout", self.config.graceful_timeout))
-            self.request_stop(timeout, str(message.get("reason") or "stop requested by the master"))
-        elif kind == "dump-tasks":
+    def on_message(self, message: MasterMessage) -> None:
+        if isinstance(message, Stop):
+            self.request_stop(message.timeout, message.reason or "stop requested by the master")
+        elif isinstance(message, DumpTasks):
             self.args.stacks_sock.sendall(format_tasks(asyncio.all_tasks(self.loop)).encode())
-        elif kind == "diagnose" and self.diagnostics is not None:
-            self.diagnostics.on_request(message)
-        elif kind == "reopen-logs":
+        elif isinstance(message, Diagnose):
+            if self.diagnostics is not None:  # None until serving: the master asks ready workers only
+                self.diagnostics.on_request(message)
+        elif isinstance(message, ReopenLogs):
             from asynccluster.logs import reopen_log_files
 
             reopen_log_files()
@@ -393,21 +385,19 @@ class WorkerRuntime:
 
     def send_heartbeat(self, lag: float) -> None:
         try:
-            metrics = app_metrics_snapshot()
+            app_metrics = app_metrics_snapshot()
         except Exception:  # an app's metric must never stop the heartbeat
             logger.exception("asynccluster.metrics.snapshot() failed")
-            metrics = None
-        message = {
-            "type": "heartbeat",
-            "stats": self.stats.snapshot() if self.stats is not None else {},
-            "loop_lag": round(lag, 6),
-            "rss": rss_bytes(),
-            "cpu": cpu_seconds(),
-            "app_metrics": metrics,
-            "time": time.time(),
-        }
+            app_metrics = None
+        message = Heartbeat(
+            stats=self.stats.snapshot() if self.stats is not None else {},
+            loop_lag=round(lag, 6),
+            rss=rss_bytes(),
+            cpu=cpu_seconds(),
+            time=time.time(),
+            app_metrics=app_metrics,
+        )
         if self.channel is not None and not self.channel.send(message) and not self.channel.closed:
             # Too large for a frame (the channel logged it): the heartbeat still goes, without
             # the app's metrics, so the worker is not taken for hung (issue 9).
-            message["app_metrics"] = None
-            self.channel.send(message)
+            self.channel.send(dataclasses.replace(message, app_metrics=None))

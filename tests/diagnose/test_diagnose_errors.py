@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+from asynccluster.contracts.messages import Errors, WorkerMessage
 from asynccluster.observe import errors as grouping
 from asynccluster.observe.errors import ErrorGroups
 from asynccluster.worker.diagnose import ErrorBatch
@@ -88,7 +89,7 @@ def test_store_skips_malformed_entries() -> None:
 
 
 def test_worker_batch_groups_and_sends_once_per_interval() -> None:
-    sent: list[dict[str, Any]] = []
+    sent: list[WorkerMessage] = []
     loop = asyncio.new_event_loop()
     try:
         batch = ErrorBatch(loop, sent.append, delay=0.01)
@@ -104,14 +105,15 @@ def test_worker_batch_groups_and_sends_once_per_interval() -> None:
         loop.run_until_complete(until_sent())
     finally:
         loop.close()
-    assert len(sent) == 1 and sent[0]["type"] == "errors"
-    counts = sorted((g["type"], g["count"]) for g in sent[0]["groups"])
+    batch_sent = sent[0]
+    assert len(sent) == 1 and isinstance(batch_sent, Errors)
+    counts = sorted((g["type"], g["count"]) for g in batch_sent.groups)
     assert counts == [("ZeroDivisionError", 3), ("json.decoder.JSONDecodeError", 1)]
-    assert all("Traceback" in g["traceback"] for g in sent[0]["groups"])
+    assert all("Traceback" in g["traceback"] for g in batch_sent.groups)
 
 
 def test_worker_batch_caps_groups() -> None:
-    sent: list[dict[str, Any]] = []
+    sent: list[WorkerMessage] = []
     loop = asyncio.new_event_loop()
     try:
         batch = ErrorBatch(loop, sent.append, delay=60)
@@ -120,4 +122,6 @@ def test_worker_batch_caps_groups() -> None:
         batch.flush()
     finally:
         loop.close()
-    assert len(sent[0]["groups"]) == grouping.MAX_GROUPS and sent[0]["dropped"] == 5
+    batch_sent = sent[0]
+    assert isinstance(batch_sent, Errors)
+    assert len(batch_sent.groups) == grouping.MAX_GROUPS and batch_sent.dropped == 5

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from asynccluster.contracts.messages import Heartbeat, MasterMessage, Ready, Stop, Stopping
 from asynccluster.master.process import SpawnRequest, WorkerEvents, WorkerHandle
 
 _pids = itertools.count(1000)
@@ -26,7 +27,7 @@ class FakeProcess:
     events: WorkerEvents
     request: SpawnRequest
     pid: int = field(default_factory=lambda: next(_pids))
-    sent: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[MasterMessage] = field(default_factory=list)
     signals: list[int] = field(default_factory=list)
     exited: bool = False
     obey_stop: bool = True  # exit 0 when told to stop
@@ -37,12 +38,12 @@ class FakeProcess:
 
     # -- what the supervisor calls
 
-    def send(self, message: dict[str, Any]) -> bool:
+    def send(self, message: MasterMessage) -> bool:
         if self.exited:
             return False
         self.sent.append(message)
-        self.spawner.record((message["type"], self.slot, self.pid))
-        if message["type"] == "stop" and self.obey_stop:
+        self.spawner.record((message.kind, self.slot, self.pid))
+        if isinstance(message, Stop) and self.obey_stop:
             self.later(self.exit, 0)
         return True
 
@@ -68,14 +69,16 @@ class FakeProcess:
 
     def ready(self) -> None:
         self.spawner.record(("ready", self.slot, self.pid))
-        self.events.on_message(self.handle, {"type": "ready"})
+        self.events.on_message(self.handle, Ready(pid=self.pid))
         self.spawner.changed()
 
-    def heartbeat(self, **payload: Any) -> None:
-        self.events.on_message(self.handle, {"type": "heartbeat", **payload})
+    def heartbeat(self, **fields: Any) -> None:
+        """A Heartbeat with ``fields`` over zeros (``stats={"requests": 10}``, ``rss=...``)."""
+        beat: dict[str, Any] = {"stats": {}, "loop_lag": 0.0, "rss": 0, "cpu": 0.0, "time": 0.0, **fields}
+        self.events.on_message(self.handle, Heartbeat(**beat))
 
     def stopping(self, reason: str) -> None:
-        self.events.on_message(self.handle, {"type": "stopping", "reason": reason})
+        self.events.on_message(self.handle, Stopping(reason))
 
     def exit(self, code: int) -> None:
         if self.exited:
