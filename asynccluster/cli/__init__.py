@@ -20,9 +20,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from asynccluster import __version__, exitcodes
+from asynccluster import exitcodes
 from asynccluster.cli import describe, diagnose, logs, manage, run, saved, start
 from asynccluster.cli.parser import Parser, parse_args
+from asynccluster.contracts.version import __version__
 
 
 def build_parser() -> Parser:
