@@ -26,8 +26,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asynccluster.cli.statedir as statedir
 from asynccluster import exitcodes
-from asynccluster.cli import statedir
 from asynccluster.config import Config, flag_name, parse_bool, settings
 from asynccluster.contracts.control import SUFFIX, ControlError, control_dir, probe, sanitise_name
 

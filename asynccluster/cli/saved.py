@@ -33,8 +33,9 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
+import asynccluster.cli.daemon as daemon
+import asynccluster.cli.statedir as statedir
 from asynccluster import exitcodes
-from asynccluster.cli import daemon, statedir
 from asynccluster.cli.common import describe_of, guard, live_names, status_of
 from asynccluster.cli.parser import add_common_arguments
 from asynccluster.contracts.control import ControlError, probe

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import asynccluster.cli.daemon as daemon
 from asynccluster.appsfile import looks_like_apps_file, read_apps_file
-from asynccluster.cli import daemon
 from asynccluster.cli.common import guard, status_of
 from asynccluster.cli.manage import cmd_stop
 from asynccluster.cli.parser import add_common_arguments, add_setting_arguments, config_from_args
