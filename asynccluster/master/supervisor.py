@@ -31,7 +31,6 @@ import asyncio
 import dataclasses
 import inspect
 import logging
-import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -71,6 +70,15 @@ EventCallback = Callable[[str, WorkerInfo], Any]
 
 
 class Supervisor:
+    """The master: owner of the cluster state and the slot table, and the verbs that change them.
+
+    ``spawner`` starts worker processes (spawner.py; a fake in tests/master/), ``listeners``
+    the sockets they serve (None with fake spawners), ``workers`` the count to start with
+    (default ``config.workers``); ``timing``, ``clock`` and ``rng`` are the policy's knobs,
+    injectable for tests; ``on_event(event, WorkerInfo)`` is ``Cluster.on``'s dispatch.
+    Everything runs on the loop that awaits :meth:`serve`.
+    """
+
     def __init__(
         self,
         config: Config,
@@ -86,7 +94,6 @@ class Supervisor:
     ) -> None:
         self.config = config
         self.preload = preload  # --preload: a reload first imports the new code in a new helper
-        self.listeners = listeners
         self.timing = timing or Timing()
         self.clock = clock
         self.on_event = on_event
@@ -134,10 +141,6 @@ class Supervisor:
     def ready(self) -> bool:
         """What /readyz answers: not stopping, and some worker is ready."""
         return not self.stopping and any(handle.state == WorkerState.READY for handle in self.slots.handles)
-
-    @property
-    def pid(self) -> int:
-        return os.getpid()
 
     # ------------------------------------------------------------ lifecycle
 
