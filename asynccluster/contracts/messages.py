@@ -25,6 +25,7 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -259,7 +260,7 @@ def _required(f: dataclasses.Field[Any]) -> bool:
 
 # ---------------------------------------------------------------- field type checks
 
-Checker = typing.Callable[[Any, str], Any]
+Checker = Callable[[Any, str], Any]
 _CHECKERS: dict[type[Message], dict[str, Checker]] = {}
 
 
