@@ -241,7 +241,9 @@ def markdown(results: list[dict[str, Any]], machine: dict[str, Any]) -> str:
         "# --preload: respawn after kill -9 and memory of 4 workers (issue 16 item 3)",
         "",
         f"`python benchmarks/preload_bench.py --kills {machine['kills']}` on {machine['cpus']} CPUs "
-        f"({machine['platform']}), Python {machine['python']}; {json.dumps(machine['versions'])}.",
+        f"({machine['platform']}), Python {machine['python']}; {json.dumps(machine['versions'])}; "
+        f"1-minute load average before/after: {machine['load_average_1min']} (a shared machine: other "
+        "work inflates the spawn-mode figures most, since a spawned worker imports everything).",
         f'App: `{APP}`; {WORKERS} workers. Respawn: from the SIGKILL to the master\'s "ready" line '
         "(lifespan done, accepting). PSS from /proc/PID/smaps_rollup after a warm-up; "
         '"tree" adds the master, the resource tracker and (--preload) the helper.',
@@ -262,9 +264,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=15, help="SIGKILLs per mode (default 15)")
     parser.add_argument("--no-save", action="store_true", help="print only; do not write benchmarks/results")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     results = [measure_asynccluster(False, args.kills), measure_asynccluster(True, args.kills), measure_uvicorn()]
     machine = {"kills": args.kills, "cpus": os.cpu_count(), "platform": platform.platform(),
-               "python": platform.python_version(), "versions": versions()}  # fmt: skip
+               "python": platform.python_version(), "versions": versions(),
+               "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}  # fmt: skip
     text = markdown(results, machine)
     print(text)
     if not args.no_save:

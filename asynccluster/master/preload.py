@@ -176,7 +176,9 @@ class ForkHelper:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.alive or self._control is None:
                 raise PreloadError("the preload helper did not answer the fork request")
-            select.select([self._control], [], [], remaining)
+            poller = select.poll()  # not select(): the master may hold descriptors above 1023
+            poller.register(self._control.fileno(), select.POLLIN)
+            poller.poll(remaining * 1000)
             self._on_readable()
         return self._replies.pop(token)
 

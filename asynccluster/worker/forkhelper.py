@@ -41,7 +41,7 @@ import time
 import traceback
 from typing import Any
 
-from asynccluster.importer import AppImportError, import_module, resolve_attribute, split_spec
+from asynccluster.importer import AppImportError, import_from_string
 from asynccluster.worker.main import worker_entry
 
 MAX_MESSAGE = 1 << 20  # bytes: a pickled WorkerArgs is a few KB (its Config)
@@ -81,10 +81,9 @@ def preload(config: Any) -> str:
     if app_dir and app_dir not in sys.path:
         sys.path.insert(0, app_dir)  # as load_app does in the worker
     try:
-        module_name, attr = split_spec(config.app)
         # The attribute is looked up (a typo fails the reload here) but not called: a factory
         # builds per-process state, so each worker calls it (load_app, worker/main.py).
-        resolve_attribute(import_module(module_name), module_name, attr)
+        import_from_string(config.app)
     except AppImportError as exc:
         return str(exc)
     try:
@@ -121,12 +120,15 @@ class SocketUnpickler(pickle.Unpickler):
     def __init__(self, file: io.BytesIO, fds: list[int]) -> None:
         super().__init__(file)
         self.fds = fds
+        self.sockets: dict[int, socket.socket] = {}  # one socket per descriptor, however often named
 
     def persistent_load(self, pid: Any) -> socket.socket:
         kind, index = pid
         if kind != "fd":
             raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
-        return socket.socket(fileno=self.fds[index])
+        if index not in self.sockets:
+            self.sockets[index] = socket.socket(fileno=self.fds[index])
+        return self.sockets[index]
 
 
 class ForkLoop:
