@@ -106,14 +106,15 @@ class MultiprocessingSpawner:
 
 
 class SpawnedProcess:
-    """A spawned worker process as the master's loop sees it: the ``WorkerProcess`` of
-    process.py that :class:`MultiprocessingSpawner` returns (preload.py's ``ForkedProcess``
-    is the other one)."""
+    """A worker process as the master's loop sees it: the ``WorkerProcess`` of process.py that
+    :class:`MultiprocessingSpawner` returns. ``process`` is a multiprocessing Process (spawn
+    mode) or, with --preload, preload.py's ``ForkedProcess`` (forked by the helper): both give
+    ``pid``, ``sentinel``, ``exitcode`` and ``close()``."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        process: Any,  # multiprocessing.context.SpawnProcess
+        process: Any,  # multiprocessing.context.SpawnProcess, or preload.ForkedProcess
         channel_sock: socket.socket,
         stacks_sock: socket.socket,
         handle: WorkerHandle,
