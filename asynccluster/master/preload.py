@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import pickle
 import select
+import signal
 import socket
 import time
 from typing import Any
@@ -181,6 +182,12 @@ class ForkHelper:
             poller.poll(remaining * 1000)
             self._on_readable()
         return self._replies.pop(token)
+
+    def kill(self) -> None:
+        """SIGKILL (an import that hangs): its exit is reaped like any other."""
+        if self.alive and self.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
 
     def retire(self) -> None:
         """Fork no more; the helper exits once its last worker has (so those keep their parent)."""
@@ -328,7 +335,13 @@ class Preloader:
             self._last_error = f"could not start the preload helper: {exc}"
             return None
         self.helpers.add(helper)
-        error = await asyncio.shield(helper.ready)
+        try:
+            error = await asyncio.wait_for(asyncio.shield(helper.ready), self.config.ready_timeout)
+        except asyncio.TimeoutError:  # an import that hangs (a network call at import time)
+            helper.kill()
+            error = (
+                f"the app's import in the preload helper took more than --ready-timeout {self.config.ready_timeout:g} s"
+            )
         if error:
             self._last_error = error
             helper.retire()
