@@ -301,6 +301,15 @@ class Preloader:
             self.staged.retire()
             self.staged = None
 
+    def available(self) -> bool:
+        """Can a helper fork now? If not (it died: OOM killer, kill -9), a new one is started and
+        the spawner spawns workers the slow way meanwhile: a slot is never left empty waiting."""
+        helper = self.staged or self.current
+        if helper is not None and helper.alive:
+            return True
+        self._restart()
+        return False
+
     def fork(self, args: WorkerArgs[Any]) -> ForkedProcess:
         """A worker from the staged helper (a reload's candidates) or else the current one."""
         helper = self.staged or self.current
@@ -352,8 +361,8 @@ class Preloader:
         self.helpers.discard(helper)
         if helper.retired or self.closed or helper.ready.result():  # failed imports are reported by start/stage
             return
-        logger.error("the preload helper (pid %d) exited with code %d; forking workers from a new one",
-                     helper.pid, exitcode)  # fmt: skip
+        logger.error("the preload helper (pid %d) exited with code %d; workers are spawned (each imports the "
+                     "app) until a new helper has imported it", helper.pid, exitcode)  # fmt: skip
         if helper is self.staged:
             self.staged = None
         if helper is self.current:
@@ -371,10 +380,12 @@ class Preloader:
         try:
             helper = await self._new_helper()
             if helper is None:
-                logger.error("error: could not preload the app again: %s", self._last_error)
+                logger.error("error: could not preload the app again (workers are spawned meanwhile): %s",
+                             self._last_error)  # fmt: skip
                 return self._last_error
             if self.current is None:
                 self.current = helper
+                logger.info("workers are forked from the new preload helper (pid %d)", helper.pid)
             else:
                 helper.retire()
             return ""

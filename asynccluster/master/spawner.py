@@ -94,7 +94,7 @@ class MultiprocessingSpawner:
 
     def _start(self, args: WorkerArgs[Any]) -> Any:
         """A spawned interpreter, or with --preload a fork of the helper (master/preload.py)."""
-        if self.preload is not None:
+        if self.preload is not None and self.preload.available():
             return self.preload.fork(args)
         from asynccluster.worker.main import worker_entry  # light module: no HTTP code at import
 

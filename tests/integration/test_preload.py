@@ -127,3 +127,28 @@ def test_reload_imports_new_code_once_and_a_broken_import_is_rolled_back(cluster
     assert parent_of(int(match.group(1))) == new_helper
     assert get_json(cluster.port, "/")["version"] == "two, reloaded"
     assert cluster.stop() == 0
+
+
+def test_a_broken_app_stops_the_start_with_the_importers_message(cluster_factory: Any, tmp_path: Path) -> None:
+    (tmp_path / "preloaded_app.py").write_text("app = undefined_name\n")
+    cluster = cluster_factory("preloaded_app:app", "--preload", "--app-dir", str(tmp_path), "--workers", "2")
+    assert cluster.wait_exit() == 3  # the app could not be imported: once, by the helper
+    assert "NameError" in cluster.output and "undefined_name" in cluster.output
+    assert cluster.count(r"worker \d+ \(pid") == 0  # no worker was started
+
+
+def test_a_killed_helper_is_replaced_and_the_slots_are_refilled(cluster_factory: Any, tmp_path: Path) -> None:
+    cluster, mark_file = start(cluster_factory, tmp_path)
+    workers = cluster.wait_ready()
+    [helper] = marks(mark_file)
+    mark = cluster.mark()
+    os.kill(helper, signal.SIGKILL)  # its workers get their parent-death signal and leave
+    cluster.wait_for(r"workers are forked from the new preload helper", start=mark, timeout=60)
+    for slot in workers:
+        cluster.wait_for(rf"worker {slot} \(pid \d+, incarnation [2-9]\) ready", start=mark, timeout=60)
+    helpers = marks(mark_file)
+    # The new helper imported the app again (and so did any worker spawned while it started).
+    assert len(helpers) >= 2 and helpers[0] == helper
+    wait_until(lambda: all(process_gone(pid) for pid in workers.values()), "the old workers to leave")
+    serves(cluster, "one")
+    assert cluster.stop() == 0
