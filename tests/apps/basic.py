@@ -1,6 +1,7 @@
 """Answers every request with its worker's pid, slot and incarnation (JSON).
 
-``/slow?seconds=S`` waits S seconds first (a long in-flight request for drain tests).
+``/slow?gate=PATH`` waits until the file PATH exists (a request held in flight until the test opens
+the gate: tests/apps/gate.py).
 ``/stuck`` blocks the event loop forever (``while True: pass``) for hang detection.
 ``/stream`` streams a chunk every 0.1 s forever (a long-lived response for drain tests).
 ``BASIC_SHUTDOWN_SECONDS`` in the environment: lifespan shutdown takes that long (budget tests).
@@ -16,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import asynccluster
+from tests.apps.gate import gate_opened
 
 
 def identity() -> dict[str, Any]:
@@ -45,7 +47,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if path == "/slow":
         query = parse_qs(scope["query_string"].decode())
         logging.getLogger("tests.apps.basic").info("slow request started")
-        await asyncio.sleep(float(query.get("seconds", ["1"])[0]))
+        await gate_opened(query["gate"][0])
     elif path == "/stream":
         await stream_forever(send)
         return

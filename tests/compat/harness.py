@@ -24,7 +24,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -231,20 +230,6 @@ def parse_responses(data: bytes) -> list[Reply]:
         replies.append(Reply(status, headers, data[:length]))
         data = data[length:]
     return replies
-
-
-def wait_until(
-    probe: Callable[[], T], what: str, *, done: Callable[[T], bool] = bool, timeout: float = REQUEST_TIMEOUT
-) -> T:
-    """Call ``probe`` until ``done(result)`` (default: truthy); that result. Fails after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if done(result):
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s (last: {result!r})")
-        time.sleep(0.02)  # polling interval of a condition with a deadline, not a synchronisation sleep
 
 
 def start_pair(app: str, env: dict[str, str] | None = None) -> Pair:

@@ -24,8 +24,8 @@ from tests.compat.harness import (
     Server,
     assert_same,
     server_pair,
-    wait_until,
 )
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.compat
 pair = server_pair("tests.compat.apps.fastapi_app:app")

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.compat.harness import REQUEST_TIMEOUT, Pair, Server, server_pair, wait_until
+from tests.compat.harness import REQUEST_TIMEOUT, Pair, Server, server_pair
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.compat
 pair = server_pair("tests.compat.apps.plain:app")

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from tests.compat.harness import OnPurpose, Pair, assert_same, server_pair, wait_until
+from tests.compat.harness import OnPurpose, Pair, assert_same, server_pair
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.compat
 pair = server_pair("tests.compat.apps.sse_app:app")

@@ -1,13 +1,12 @@
 """An app that counts its requests with asynccluster.metrics (tests/integration/test_control.py).
 
 ``/`` answers with the worker's pid and slot; every request increments the app's own counter
-``app_hits`` (label ``path``) and sets the gauge ``app_last_pid``. ``/slow?seconds=S`` waits
-first, to hold a request in flight.
+``app_hits`` (label ``path``) and sets the gauge ``app_last_pid``. ``/slow?gate=PATH`` waits
+until the file PATH exists, to hold a request in flight until the test opens the gate (tests/apps/gate.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from typing import Any
@@ -16,6 +15,7 @@ from urllib.parse import parse_qs
 import asynccluster
 from asynccluster import metrics
 from examples.hello import lifespan
+from tests.apps.gate import gate_opened
 
 HITS = metrics.counter("app_hits", "Requests seen by the app.", labels=("path",))
 LAST_PID = metrics.gauge("app_last_pid", "The pid that answered last.")
@@ -28,8 +28,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     if scope["path"] == "/slow":
-        seconds = float(parse_qs(scope["query_string"].decode()).get("seconds", ["1"])[0])
-        await asyncio.sleep(seconds)
+        await gate_opened(parse_qs(scope["query_string"].decode())["gate"][0])
     HITS.labels(path=scope["path"]).inc()
     LAST_PID.set(os.getpid())
     body = json.dumps({"pid": os.getpid(), "worker_id": asynccluster.worker_id()}).encode()

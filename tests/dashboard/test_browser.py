@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from tests.dashboard.conftest import TOKEN, Admin
-from tests.integration.test_control import wait_until
 from tests.loadgen import LoadGenerator
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.dashboard.conftest import Admin
 from tests.integration.conftest import ClusterProcess, get
-from tests.integration.test_control import wait_until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.browser
 

@@ -13,7 +13,7 @@ import socket
 from typing import Any
 
 from tests.dashboard.conftest import TOKEN, Admin
-from tests.integration.test_control import wait_until
+from tests.waiting import wait_until
 
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
 

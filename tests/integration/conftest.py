@@ -196,6 +196,16 @@ def get_json(port: int, path: str = "/", *, timeout: float = 10.0) -> dict[str, 
     return result
 
 
+def default_sigint() -> None:
+    """A ``preexec_fn`` (or a forked child's first call): SIGINT's default action in the child.
+
+    A runner that starts the tests with SIGINT ignored (nohup-style wrappers, ``cmd &`` in a
+    script, some CI runners) passes "ignored" through fork and exec, and Python then leaves it
+    ignored: a test that stops a child with SIGINT (Ctrl-C) sets the disposition it needs (issue 10).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def process_gone(pid: int) -> bool:
     """Not running (absent, or a zombie waiting for a reaper that is not us)."""
     try:

@@ -14,12 +14,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from asynccluster import Cluster, exitcodes
 from asynccluster.master.process import WorkerInfo
+from tests.apps.gate import gated_path
 from tests.integration.conftest import READY_LINE, REPO, ClusterProcess, get, get_json, process_gone
 
 BASIC = "tests.apps.basic:app"
@@ -175,15 +177,18 @@ def test_a_port_in_use_gives_one_message_and_the_bind_exit_code(cluster_factory:
     assert "Traceback" not in cluster.output
 
 
-def test_sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_0(cluster_factory: Factory) -> None:
+def test_sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_0(
+    cluster_factory: Factory, tmp_path: Path
+) -> None:
     cluster = cluster_factory(BASIC, "--workers", "1")
     ready = cluster.wait_ready()
     port = cluster.port
     answer: dict[str, Any] = {}
+    gate = tmp_path / "gate"  # the request stays in flight until the test creates this file
 
     def slow_request() -> None:
         try:
-            answer["result"] = get(port, "/slow?seconds=2", timeout=20)
+            answer["result"] = get(port, gated_path(gate), timeout=30)
         except OSError as exc:
             answer["error"] = exc
 
@@ -194,11 +199,32 @@ def test_sigterm_lets_a_slow_request_finish_refuses_new_connections_and_exits_0(
     cluster.wait_for(rf"\[worker 0 pid {ready[0]}\] draining")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
-    slow.join(20)
+    gate.touch()
+    slow.join(30)
     assert "result" in answer, f"the slow request failed: {answer.get('error')!r}\n{cluster.output}"
     status, headers, _ = answer["result"]
     assert status == 200 and headers.get("connection") == "close"
     assert cluster.wait_exit(20) == exitcodes.OK
+
+
+# Starts the command after it with SIGINT ignored, as `asynccluster run app &` in a script does.
+IGNORING_SIGINT = [
+    sys.executable, "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); os.execv(sys.argv[1], sys.argv[1:])",
+]  # fmt: skip
+
+
+def test_sigint_stops_a_master_started_with_sigint_ignored(cluster_factory: Factory) -> None:
+    """An inherited "ignore SIGINT" (nohup-style runners, ``&`` in a script) does not disarm
+    Ctrl-C: the master installs its own handlers, the first SIGINT is a graceful stop (issue 10)."""
+    cluster = cluster_factory(BASIC, "--workers", "1", prefix=IGNORING_SIGINT)
+    cluster.wait_ready()
+    caught = int(next(line for line in Path(f"/proc/{cluster.pid}/status").read_text().splitlines()
+                      if line.startswith("SigCgt:")).split()[1], 16)  # fmt: skip
+    assert caught & (1 << (signal.SIGINT - 1)), "the master has no SIGINT handler"
+    cluster.signal(signal.SIGINT)
+    assert cluster.wait_exit(20) == exitcodes.OK, cluster.output_tail()
+    assert cluster.count(r"received SIGINT: stop") == 1
 
 
 def test_sigkill_of_the_master_leaves_no_worker_behind(cluster_factory: Factory) -> None:

@@ -33,8 +33,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.apps.gate import gated_path
 from tests.control.asuser import run_as
-from tests.integration.conftest import REPO, ClusterProcess, get, process_gone
+from tests.integration.conftest import REPO, ClusterProcess, default_sigint, get, process_gone
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="SO_PEERCRED, /proc and pty are Linux here")
 
@@ -59,18 +61,6 @@ def status(control_dir: Path, name: str) -> dict[str, Any]:
     return view
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Call ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)  # polling interval between checks, not a synchronisation
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
 def admin_get(view: dict[str, Any], path: str) -> tuple[int, str]:
     host, port = view["admin"].rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
@@ -90,6 +80,18 @@ def send_requests(port: int, count: int) -> Counter[int]:
         assert code == 200
         slots[json.loads(body)["worker_id"]] += 1
     return slots
+
+
+def table_column(table: str, name: str) -> dict[int, int]:
+    """slot -> the number in column ``name`` of the ready rows of the ``status`` table.
+
+    Found by the header's position (the numbers end under it), not by splitting on blanks:
+    LAST EXIT holds "exit code 0 after ..." once a worker was replaced by an earlier test."""
+    lines = table.splitlines()
+    header = next(line for line in lines if line.lstrip().startswith("SLOT"))
+    end = header.index(name) + len(name)
+    ready = [line for line in lines if re.match(r"\s*\d+\s+\d+\s+ready", line)]
+    return {int(line.split()[0]): int(line[:end].split()[-1]) for line in ready}
 
 
 def requests_by_slot(view: dict[str, Any]) -> dict[int, int]:
@@ -151,10 +153,7 @@ def test_ls_status_and_metrics_agree_with_the_requests_sent(web: ClusterProcess,
 
     table = asynccluster(ctl, "status").stdout  # NAME is optional: one cluster runs here
     assert f"master pid {web.pid}" in table
-    rows = {
-        int(line.split()[0]): line.split() for line in table.splitlines() if re.match(r"\s*\d+\s+\d+\s+ready", line)
-    }
-    assert {slot: int(cells[6]) for slot, cells in rows.items()} == expected  # the REQUESTS column
+    assert table_column(table, "REQUESTS") == expected
 
     # /metrics: one scrape, every worker; per-worker series summing to what was sent.
     code, text = admin_get(view, "/metrics")
@@ -222,14 +221,28 @@ def test_restart_scale_reload_report_their_outcome(web: ClusterProcess, shared_t
 
 def test_logs_tail_and_follow_every_worker(web: ClusterProcess, shared_tmp: Path) -> None:
     ctl = shared_tmp / "ctl"
-    history = asynccluster(ctl, "logs", "web", "--no-follow", "--lines", "500")
-    assert history.returncode == 0, history.stderr
-    assert re.search(r"\[master \d+\]", history.stdout)
-    assert re.search(r"\[worker 0 pid \d+\]", history.stdout) and re.search(r"\[worker 1 pid \d+\]", history.stdout)
+    # Lines of its own from both workers (access-log lines): run alone, nothing else made any.
+    history_marker = f"/history-{os.getpid()}-{time.monotonic_ns()}"
+    answered: set[int] = set()
+
+    def both_answered() -> bool:
+        answered.add(json.loads(get(web.port, history_marker)[2])["worker_id"])
+        return answered == {0, 1}
+
+    wait_until(both_answered, "both workers to answer")
+    tagged = [re.compile(rf"\[worker {slot} pid \d+\].*{re.escape(history_marker)}") for slot in (0, 1)]
+
+    def history() -> str:
+        done = asynccluster(ctl, "logs", "web", "--no-follow", "--lines", "500")
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    text = wait_until(history, "both workers' lines in 'logs'", done=lambda out: all(t.search(out) for t in tagged))
+    assert re.search(r"\[master \d+\]", text)
 
     follower = subprocess.Popen(
         [sys.executable, "-m", "asynccluster", "logs", "web", "--control-dir", str(ctl), "--lines", "0", "--follow"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint,
     )  # fmt: skip
     try:
         marker = f"/follow-{os.getpid()}-{time.monotonic_ns()}"
@@ -255,6 +268,7 @@ def test_top_in_a_pty_refreshes_and_quits_cleanly(web: ClusterProcess, shared_tm
     # Ctrl-C in the pty is a real SIGINT from the line discipline (cbreak keeps ISIG).
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child becomes the CLI in the pty
+        default_sigint()  # Ctrl-C must reach it even if the runner ignores SIGINT
         os.chdir(REPO)
         os.execv(sys.executable, [sys.executable, "-m", "asynccluster", "top", "web",
                                   "--control-dir", str(shared_tmp / "ctl"), "--interval", "0.3"])  # fmt: skip
@@ -379,14 +393,16 @@ def test_readyz_flips_to_503_as_soon_as_sigterm_arrives(tmp_path: Path) -> None:
         view = status(tmp_path / "ctl", "ready")
         assert admin_get(view, "/readyz") == (200, "ready\n")
         slow: dict[str, Any] = {}
-        thread = threading.Thread(target=lambda: slow.update(result=get(cluster.port, "/slow?seconds=5")))
+        gate = tmp_path / "gate"  # the request is held in flight until the test creates this file
+        thread = threading.Thread(target=lambda: slow.update(result=get(cluster.port, gated_path(gate))))
         thread.start()
         # The slow request is in the worker (its in-flight gauge says so) before the SIGTERM.
         wait_until(lambda: status(tmp_path / "ctl", "ready")["totals"]["in_flight"] >= 1, "the slow request")
         cluster.signal(signal.SIGTERM)
         wait_until(lambda: admin_get(view, "/readyz")[0] == 503, "/readyz to turn 503")
-        assert "result" not in slow, "503 came only after the drain: not 'as soon as SIGTERM arrives'"
+        assert "result" not in slow  # the gate is shut: 503 came while the request was still in flight
         assert admin_get(view, "/livez")[0] == 200  # alive while it drains
+        gate.touch()
         thread.join(DEADLINE)
         assert slow["result"][0] == 200
         assert cluster.wait_exit(DEADLINE) == 0

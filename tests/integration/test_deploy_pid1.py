@@ -18,8 +18,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,7 @@ import pytest
 from asynccluster import exitcodes
 from tests.integration.conftest import ClusterProcess, get
 from tests.loadgen import run_load
+from tests.waiting import wait_until
 
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
 DEADLINE = 20.0
@@ -50,18 +49,6 @@ def can_unshare_pid() -> str | None:
 
 SKIP_REASON = can_unshare_pid()
 pytestmark = [pytest.mark.deploy, pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")]
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = DEADLINE) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def children(pid: int) -> list[int]:

@@ -22,7 +22,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import REPO, ClusterProcess, get
-from tests.integration.test_control import admin_get, wait_until
+from tests.integration.test_control import admin_get
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="py-spy and /proc are Linux here")
 

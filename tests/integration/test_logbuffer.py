@@ -14,32 +14,21 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.conftest import REPO, get
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux only")
 APP = "tests.apps.chatty:app"
-DEADLINE = 20.0
 
 
 def logs(control_dir: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "asynccluster", "logs", *argv, "--control-dir", str(control_dir)]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
-
-
-def wait_until(check: Callable[[], Any], what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.2)  # polling interval between checks, not a synchronisation
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_prints_warnings_tracebacks_and_crashes_are_in_logs(cluster_factory: Any, tmp_path: Path) -> None:

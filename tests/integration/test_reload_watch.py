@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.waiting import wait_until
+
 pytest.importorskip("watchfiles")
 
 MAX_REQUESTS = 50_000  # the load is bounded in count and in time
@@ -69,11 +71,13 @@ class Load:
             time.sleep(PACE)  # the load's rate, not a synchronisation
 
     def wait_for(self, version: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.seen[version] == 0:
-            assert time.monotonic() < deadline, f"{version!r} never served; seen {dict(self.seen)}"
+        """Until a response carried ``version``; fails naming the versions seen so far."""
+
+        def seen() -> dict[str, int]:
             assert self.thread.is_alive(), "the load ended"
-            time.sleep(0.05)  # polling the load's results, not a synchronisation
+            return dict(self.seen)
+
+        wait_until(seen, f"{version!r} to be served", timeout, done=lambda counts: counts.get(version, 0) > 0)
 
     def stop(self) -> None:
         self.stopped.set()

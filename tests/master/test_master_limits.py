@@ -16,6 +16,7 @@ from asynccluster.master import accepterrors, control
 from asynccluster.master.control import ControlError, parse_scale, start_control
 from asynccluster.observe.streams import Connections, Throttled
 from tests.control.fakes import FakeSupervisor
+from tests.waiting import wait_for
 
 
 class Clock:
@@ -96,7 +97,7 @@ async def test_connections_refuse_when_every_one_is_busy() -> None:
     port = server.sockets[0].getsockname()[1]
     try:
         first = await asyncio.open_connection("127.0.0.1", port)
-        await asyncio.wait_for(_until(lambda: len(connections._open) == 1), 10)
+        await wait_for(lambda: len(connections._open) == 1, "the first connection to be held", 10)
         second_reader, second_writer = await asyncio.open_connection("127.0.0.1", port)
         assert await asyncio.wait_for(second_reader.read(), 10) == b"busy\n"
         assert connections.refused == 1
@@ -106,11 +107,6 @@ async def test_connections_refuse_when_every_one_is_busy() -> None:
         release.set()
         server.close()
         await connections.close()
-
-
-async def _until(predicate: Any) -> None:
-    while not predicate():
-        await asyncio.sleep(0.01)
 
 
 def test_a_metric_keeps_at_most_max_series_and_warns_once(caplog: Any) -> None:

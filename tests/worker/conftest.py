@@ -77,16 +77,6 @@ async def start_server() -> AsyncIterator[StartServer]:
             await server.shutdown()
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    """Poll a condition on the loop with a deadline (no fixed sleeps as synchronisation)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
 @pytest.fixture
 def worker_logging(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     """``worker_logging(**config)`` sets up logging as in worker slot 3 with a log file; the

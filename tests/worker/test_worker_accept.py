@@ -21,8 +21,9 @@ import pytest
 from asynccluster.config import Config
 from asynccluster.worker.accept import ACCEPT_BATCH
 from asynccluster.worker.server import Server
+from tests.waiting import wait_for
 from tests.worker.apps import echo_scope
-from tests.worker.conftest import BASE, listening_socket, wait_for
+from tests.worker.conftest import BASE, listening_socket
 
 uvloop = pytest.importorskip("uvloop")
 

@@ -22,6 +22,7 @@ import pytest
 
 from asynccluster import logs
 from asynccluster.worker.accesslog import ACCESS_LOGGER, DEFAULT_FORMAT, AccessLog
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SCOPE = {
@@ -38,14 +39,6 @@ JSON_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}$")
 
 def read_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_text_line_is_the_line_logging_would_write(worker_logging: Callable[..., Path]) -> None:
@@ -106,7 +99,7 @@ def test_buffered_lines_are_written_within_the_flush_interval(worker_logging: Ca
     for index in range(50):
         access.log({**SCOPE, "path": f"/{index}"}, 200, 0, 0.0)
     # Nobody flushes: the flusher thread writes them.
-    wait_until(lambda: len(read_lines(log_file)) == 50, what="the flusher to write the lines")
+    wait_until(lambda: len(read_lines(log_file)) == 50, "the flusher to write the lines", 10.0)
     assert read_lines(log_file)[-1].endswith("access /49")
 
 

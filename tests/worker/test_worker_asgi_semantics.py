@@ -13,8 +13,9 @@ import anyio
 import httpx
 
 from asynccluster.worker.cycle import DISCARD_LIMIT
+from tests.waiting import wait_for
 from tests.worker.apps import TEXT, hello
-from tests.worker.conftest import StartServer, wait_for
+from tests.worker.conftest import StartServer
 from tests.worker.h11check import read_responses, read_until_closed
 from tests.worker.test_worker_http import get
 

@@ -9,8 +9,9 @@ import pytest
 
 from asynccluster.config import Config
 from asynccluster.worker.server import serve
+from tests.waiting import wait_for
 from tests.worker.apps import hello
-from tests.worker.conftest import StartServer, listening_socket, wait_for
+from tests.worker.conftest import StartServer, listening_socket
 from tests.worker.h11check import parse_responses, read_responses, read_until_closed
 from tests.worker.test_worker_http import get
 

@@ -19,7 +19,8 @@ import pytest
 import trustme
 
 from asynccluster.worker.h2protocol import H2Protocol
-from tests.worker.conftest import Running, StartServer, wait_for
+from tests.waiting import wait_for
+from tests.worker.conftest import Running, StartServer
 from tests.worker.h2client import RawH2
 
 pytest.importorskip("h2")

@@ -16,7 +16,8 @@ import trustme
 from hpack import Encoder
 from hyperframe.frame import ContinuationFrame, DataFrame, GoAwayFrame, HeadersFrame, RstStreamFrame, SettingsFrame
 
-from tests.worker.conftest import Running, StartServer, wait_for
+from tests.waiting import wait_for
+from tests.worker.conftest import Running, StartServer
 from tests.worker.h2client import PREFACE
 
 pytest.importorskip("h2")
@@ -45,7 +46,7 @@ async def serving(running: Running) -> None:
 
 async def nothing_left(running: Running) -> None:
     state = running.server.state
-    await wait_for(lambda: not state.connections and not state.tasks, 10.0, "connections and Tasks to go")
+    await wait_for(lambda: not state.connections and not state.tasks, "connections and Tasks to go", 10.0)
     assert state.stats.in_flight == 0
 
 

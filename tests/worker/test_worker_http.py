@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.waiting import wait_for
 from tests.worker.apps import TEXT, contextvar_app, echo_scope, hello, slow_path, status_app, streaming
-from tests.worker.conftest import StartServer, wait_for
+from tests.worker.conftest import StartServer
 from tests.worker.h11check import parse_responses, read_responses, read_until_closed
 
 GET = b"GET %s HTTP/1.1\r\nhost: test\r\n\r\n"

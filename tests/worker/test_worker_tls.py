@@ -20,7 +20,8 @@ import trustme
 
 from asynccluster.config import Config
 from asynccluster.worker.tls import TLSConfigError, create_ssl_context
-from tests.worker.conftest import Running, StartServer, wait_for
+from tests.waiting import wait_for
+from tests.worker.conftest import Running, StartServer
 
 pytest.importorskip("websockets")
 
@@ -98,7 +99,7 @@ async def test_client_certificate_required(start_server: StartServer, ca: trustm
         await get(running, client_context(ca))
     watch = running.server.state.tls_watch
     assert watch is not None
-    await wait_for(lambda: watch.failed >= 1, 10.0, "the failed handshake to be counted")
+    await wait_for(lambda: watch.failed >= 1, "the failed handshake to be counted", 10.0)
 
 
 async def test_expired_client_certificate_is_refused_and_counted(
@@ -114,7 +115,7 @@ async def test_expired_client_certificate_is_refused_and_counted(
         await get(running, client_context(ca, expired))
     watch = running.server.state.tls_watch
     assert watch is not None
-    await wait_for(lambda: watch.failed == 1, 10.0, "the refused handshake to be counted")
+    await wait_for(lambda: watch.failed == 1, "the refused handshake to be counted", 10.0)
     assert not [r for r in caplog.records if r.exc_info], "no traceback per connection"
     # The server goes on serving good clients.
     good = ca.issue_cert("client")
@@ -137,7 +138,7 @@ async def test_plaintext_and_silence_are_closed_and_counted_once(
         silent_writer.close()
         watch = running.server.state.tls_watch
         assert watch is not None
-        await wait_for(lambda: watch.failed == plaintext + 1, 10.0, "every bad connection to be counted")
+        await wait_for(lambda: watch.failed == plaintext + 1, "every bad connection to be counted", 10.0)
     summaries = [r for r in caplog.records if "without a completed handshake" in r.getMessage()]
     assert 1 <= len(summaries) <= 2  # one line per interval, not one per connection
     assert not [r for r in caplog.records if r.exc_info], "no traceback per connection"

@@ -11,8 +11,9 @@ import pytest
 
 from asynccluster.config import Config
 from asynccluster.worker.server import Server
+from tests.waiting import wait_for
 from tests.worker.apps import echo_scope, slow_path, streaming
-from tests.worker.conftest import BASE, listening_socket, wait_for
+from tests.worker.conftest import BASE, listening_socket
 from tests.worker.h11check import parse_responses, read_responses, read_until_closed
 from tests.worker.test_worker_http import get
 

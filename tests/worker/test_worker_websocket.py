@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from asynccluster.worker.wsframes import FrameReader, WebSocketError, accept_key, encode_frame
-from tests.worker.conftest import Running, StartServer, wait_for
+from tests.waiting import wait_for
+from tests.worker.conftest import Running, StartServer
 from tests.worker.h11check import parse_responses, read_until_closed
 from tests.worker.test_worker_http import get
 

@@ -13,7 +13,8 @@ import pytest
 from asynccluster.worker.websocket import WebSocketSession
 from asynccluster.worker.wsdeflate import DeflateParams, PerMessageDeflate, negotiate
 from asynccluster.worker.wsframes import WebSocketError
-from tests.worker.conftest import Running, StartServer, wait_for
+from tests.waiting import wait_for
+from tests.worker.conftest import Running, StartServer
 from tests.worker.h11check import read_until_closed
 from tests.worker.test_worker_websocket import client_frame, echo_app, open_ws
 
