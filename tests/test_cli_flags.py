@@ -99,6 +99,7 @@ def test_real_flags_still_parse(capsys: pytest.CaptureFixture[str]) -> None:
     assert "header_timeout" in out and "= 3.0  (cli)" in out
 
 
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 def test_the_installed_command_refuses_a_foreign_flag_with_exit_2() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "asynccluster", "run", "--log-config", "x.ini", "examples.hello:app"],
@@ -113,6 +114,7 @@ def test_the_installed_command_refuses_a_foreign_flag_with_exit_2() -> None:
     assert result.stdout == ""
 
 
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 def test_a_reader_that_goes_away_gets_no_traceback() -> None:
     """`asynccluster status | head`: a closed pipe ends the command quietly (attack run, issue 9)."""
     import subprocess

@@ -34,6 +34,7 @@ def run(command: list[str], tmp_path: Path) -> tuple[int, str, str]:
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else str(value),
 )
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 def test_the_console_script_and_python_m_behave_alike(argv: list[str], code: int, tmp_path: Path) -> None:
     assert SCRIPT.is_file(), f"the console script is not installed at {SCRIPT} (pip install -e .)"
     module = run([sys.executable, "-m", "asynccluster", *argv], tmp_path)
@@ -43,6 +44,7 @@ def test_the_console_script_and_python_m_behave_alike(argv: list[str], code: int
     assert (module[1] + module[2]).strip(), "nothing printed"
 
 
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 def test_the_cli_never_loads_the_control_server(tmp_path: Path) -> None:
     # Build the whole parser and run a command that reaches for the control directory (ls on
     # an empty one): every lazy import on that path has run by then.

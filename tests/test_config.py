@@ -87,6 +87,7 @@ def test_sizes() -> None:
     assert parse_size("1K") == 1024 and parse_size("2MiB") == 2 << 20 and parse_size("100") == 100
 
 
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 def test_print_config_shows_sources(tmp_path: Path) -> None:
     write(tmp_path / "pyproject.toml", "[tool.asynccluster]\nport = 7001\n")
     out = subprocess.run(
@@ -100,6 +101,7 @@ def test_print_config_shows_sources(tmp_path: Path) -> None:
     assert "backlog                   = 77  (env ASYNCCLUSTER_BACKLOG)" in out.stdout
 
 
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 def test_bad_setting_exits_with_usage_code() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "asynccluster", "run", "m:a", "--lifespan", "never"],
@@ -119,6 +121,7 @@ def test_settings_doc_is_up_to_date() -> None:
     assert (ROOT / "docs" / "settings.md").read_text() == settings_markdown()
 
 
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 def test_management_commands_read_settings_from_the_config_file(tmp_path: Path) -> None:
     control = tmp_path / "ctl"
     write(tmp_path / "pyproject.toml", f'[tool.asynccluster]\ncontrol_dir = "{control}"\n')

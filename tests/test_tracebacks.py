@@ -8,6 +8,8 @@ import sys
 import traceback
 from pathlib import Path
 
+import pytest
+
 from asynccluster import exitcodes
 from asynccluster.tracebacks import last_frames, summarise
 
@@ -50,6 +52,7 @@ def test_library_frames_alone_are_preceded_by_the_apps_own_frame() -> None:
     assert lines[1] == "  ..." and "json" in lines[2]
 
 
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 def test_a_starlette_lifespan_failure_says_what_and_where() -> None:
     command = [sys.executable, "-m", "asynccluster", "run", "tests.apps.lifespan_traceback:app", "--port", "0"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)

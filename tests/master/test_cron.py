@@ -45,6 +45,7 @@ async def test_start_cron_is_off_without_an_expression() -> None:
     assert await cron.start_cron(object(), NoConfig()) is None
 
 
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 async def test_a_scheduled_restart_reloads_every_worker() -> None:
     cluster = Cluster(app=BASIC, workers=2, port=0, handle_signals=False, access_log=False)
     ready: asyncio.Queue[int] = asyncio.Queue()

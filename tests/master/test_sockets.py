@@ -107,6 +107,7 @@ def accept_one_and_answer(sock: socket.socket) -> None:
     connection.close()
 
 
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 def test_a_listening_socket_reaches_a_spawned_child() -> None:
     """The mechanism spawner.py relies on: multiprocessing pickles the socket by passing its
     descriptor to the spawned child, which then accepts on the very same socket."""
@@ -192,6 +193,7 @@ def _claim_after_barrier(port: int, start: Any, done: Any, results: Any) -> None
     listeners.close()
 
 
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 def test_two_masters_started_at_the_same_instant_one_owns_the_port() -> None:
     """Issue 9: both used to pass the check and share the port through SO_REUSEPORT."""
     context = multiprocessing.get_context("spawn")

@@ -162,6 +162,7 @@ def read_until(proc: subprocess.Popen[bytes], pattern: re.Pattern[bytes], timeou
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="signals")
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 def test_access_lines_reach_the_log_file_at_a_graceful_stop(tmp_path: Path) -> None:
     log_file = tmp_path / "cluster.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASYNCCLUSTER_") and k != "WEB_CONCURRENCY"}

@@ -14,6 +14,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration  # a real process (tests/conftest.py: the tiers)
 REPO = Path(__file__).resolve().parents[2]
 REQUESTS = 3000
 

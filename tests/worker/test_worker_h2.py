@@ -144,6 +144,7 @@ async def test_large_bodies_both_ways(start_server: StartServer, ca: trustme.CA,
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 async def test_curl_http2(start_server: StartServer, ca: trustme.CA, tls_files: dict, tmp_path: Path) -> None:
     features = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout
     if "HTTP2" not in features:

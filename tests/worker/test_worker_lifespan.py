@@ -137,6 +137,7 @@ async def test_wrong_lifespan_message_is_a_failure_in_auto_mode() -> None:
         await Server(Config(lifespan="auto"), confused).startup()
 
 
+@pytest.mark.integration  # real processes (tests/conftest.py: the tiers)
 def test_a_worker_whose_startup_raises_exits_with_the_lifespan_code() -> None:
     """The real entry point: one message with the exception, exit code LIFESPAN (4), no respawn."""
     command = [sys.executable, "-m", "asynccluster", "run", "tests.worker.apps:lifespan_raises_after_startup",
