@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from asynccluster import cli
 from tests.apps.gate import gated_path
 from tests.control.asuser import run_as
 from tests.integration.conftest import REPO, ClusterProcess, default_sigint, get, process_gone
@@ -331,14 +332,11 @@ def raw_status_request(path: Path) -> bytes:
 
 
 def cli_status(control_dir: Path) -> bytes:
-    from asynccluster import commands
-
+    # asynccluster.cli is imported at the top, by root: as nobody, the interpreter's own
+    # directories may be unreadable (ModuleNotFoundError: getpass), so nothing is imported here.
     out = io.StringIO()
     with contextlib.redirect_stderr(out), contextlib.redirect_stdout(out):
-        import argparse
-
-        parser = argparse.ArgumentParser()
-        commands.add_subcommands(parser.add_subparsers())
+        parser = cli.build_parser()
         args = parser.parse_args(["status", "web", "--control-dir", str(control_dir)])
         code = args.func(args)
     return f"{code} {out.getvalue()}".encode()
