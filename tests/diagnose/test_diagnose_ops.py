@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from asynccluster.worker.diagnose_ops import DiagnoseError, StackSampler, measure_memory, sample_stacks
+from tests.waiting import wait_for
 
 KEPT: list[bytes] = []
 
@@ -79,7 +80,9 @@ def test_cpu_timer_sampler_names_what_runs_on_the_loop() -> None:
     async def scenario() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         sampling = asyncio.ensure_future(sample_stacks(loop, 0.6, 200))
-        await asyncio.sleep(0.05)
+        # The sampler is armed once its SIGPROF handler is in place: only then block the loop.
+        await wait_for(lambda: signal.getsignal(signal.SIGPROF) not in (signal.SIG_DFL, signal.SIG_IGN, None),
+                       "the sampler's CPU timer to start")  # fmt: skip
         spin_on_the_loop(0.3)  # blocks the loop: CPU time the timer samples
         return await sampling
 
