@@ -27,8 +27,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from asynccluster.contracts.messages import Diagnose, DiagnoseResult, Errors
 from asynccluster.contracts.control import SLOT, ControlError
+from asynccluster.contracts.messages import Diagnose, DiagnoseResult, Errors
 from asynccluster.contracts.states import WorkerState
 from asynccluster.master.process import WorkerHandle
 from asynccluster.master.slots import Slot
