@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from asynccluster.master.reaper import describe_status, reap_orphans, zombie_children
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
@@ -37,10 +37,7 @@ def test_zombie_children_reads_state_and_parent_after_the_last_parenthesis(tmp_p
 def zombie(command: list[str]) -> subprocess.Popen[bytes]:
     """A child of ours that has exited and is not waited for yet."""
     child = subprocess.Popen(command)
-    deadline = time.monotonic() + 10
-    while child.pid not in set(zombie_children(os.getpid())):
-        assert time.monotonic() < deadline, "the child did not exit"
-        time.sleep(0.01)
+    wait_until(lambda: child.pid in set(zombie_children(os.getpid())), "the child to exit", 10)
     return child
 
 

@@ -19,6 +19,7 @@ import pytest
 
 from tests.integration.conftest import REPO, get_json, process_gone
 from tests.integration.test_background import Home, port_of
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux only")
 DEADLINE = 60.0
@@ -95,13 +96,14 @@ def test_resurrect_in_the_foreground_is_a_notify_service(home: Home, tmp_path: P
         workers_before = {w["pid"] for v in before.values() for w in v["workers"]}
         service.send_signal(signal.SIGHUP)  # systemctl reload
         notify.wait("RELOADING=1")
-        deadline = time.monotonic() + DEADLINE
-        while True:  # every cluster does its own rolling reload
-            after = {w["pid"] for name in ("one", "two") for w in home.status(name)["workers"] if w["state"] == "ready"}
-            if len(after) == 3 and not after & workers_before:
-                break
-            assert time.monotonic() < deadline, "the clusters did not reload"
-            time.sleep(0.2)  # polling the status, not a synchronisation
+
+        def ready_pids() -> set[int]:
+            return {w["pid"] for name in ("one", "two") for w in home.status(name)["workers"] if w["state"] == "ready"}
+
+        def reloaded(pids: set[int]) -> bool:  # every cluster did its own rolling reload
+            return len(pids) == 3 and not pids & workers_before
+
+        wait_until(ready_pids, "three new ready workers", DEADLINE, done=reloaded)
         service.send_signal(signal.SIGTERM)  # systemctl stop (KillMode=mixed: the main process first)
         assert service.wait(DEADLINE) == 0
         assert all(process_gone(view["pid"]) for view in before.values())

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import socket
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from asynccluster.master import steering
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reuseport programs are Linux-only")
 
@@ -49,12 +49,11 @@ def connect_many(port: int, count: int) -> list[socket.socket]:
 
 
 def wait_queued(group: list[socket.socket], total: int) -> list[int]:
-    """Queue depth of each socket once `total` connections are queued (deadline, no sleep)."""
-    deadline = time.monotonic() + DEADLINE
-    depths = [steering.queue_depth(sock) for sock in group]
-    while sum(depths) < total and time.monotonic() < deadline:
-        depths = [steering.queue_depth(sock) for sock in group]
-    return depths
+    """Queue depth of each socket once `total` connections are queued (with a deadline)."""
+    return wait_until(
+        lambda: [steering.queue_depth(sock) for sock in group], f"{total} queued connections", DEADLINE,
+        done=lambda depths: sum(depths) >= total, interval=0.01,
+    )  # fmt: skip
 
 
 def accept_all(sock: socket.socket) -> int:
