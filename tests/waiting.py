@@ -21,6 +21,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 FIRST_INTERVAL = 0.002  # seconds before the second check; doubled after every miss up to ``interval``
+LAST_VALUE_CHARS = 4000  # of the last value's repr in the failure message (a screen, a status view)
 
 
 def wait_until(
@@ -69,6 +70,6 @@ async def wait_for(
 def timed_out(what: str, timeout: float, last: object) -> str:
     """The failure message: what was awaited, for how long, and the last value seen (shortened)."""
     seen = repr(last)
-    if len(seen) > 500:
-        seen = f"{seen[:500]}... ({len(seen)} characters)"
+    if len(seen) > LAST_VALUE_CHARS:
+        seen = f"{seen[:LAST_VALUE_CHARS]}... ({len(seen)} characters)"
     return f"timed out after {timeout:g} s waiting for {what}; last value: {seen}"

@@ -20,6 +20,7 @@ import pytest
 from asynccluster.observe.format import STATUS_HEADERS
 from asynccluster.observe.top import TOP_HEADERS
 from tests.integration.conftest import REPO, ClusterProcess, get
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
 DEADLINE = 20.0
@@ -53,13 +54,7 @@ class Tmux:
         return self.tmux("capture-pane", "-p").splitlines()
 
     def wait_screen(self, done: Callable[[list[str]], bool], what: str) -> list[str]:
-        deadline = time.monotonic() + DEADLINE
-        while time.monotonic() < deadline:
-            lines = self.screen()
-            if done(lines):
-                return lines
-            time.sleep(0.1)  # polling the screen, not a synchronisation
-        raise AssertionError(f"tmux never showed {what}:\n" + "\n".join(self.screen()))
+        return wait_until(self.screen, f"tmux to show {what}", DEADLINE, done=done, interval=0.1)
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.server, "kill-server"], capture_output=True, timeout=10, check=False)
