@@ -120,7 +120,7 @@ class ForkHelper:
         self.retired = False
         self.on_gone: Any = None  # called with this helper once its process has exited
         self.processes: dict[int, ForkedProcess] = {}
-        self._replies: dict[int, tuple[Any, ...]] = {}
+        self._replies: dict[int, ForkedProcess | str] = {}  # token -> the new worker, or why not
         self._token = 0
         self._control: socket.socket | None = None
         self._process: Any = None  # multiprocessing.context.SpawnProcess
@@ -166,12 +166,11 @@ class ForkHelper:
         except OSError as exc:
             raise PreloadError(f"the preload helper is not reachable: {exc}") from exc
         reply = self._wait_reply(token)
-        if reply[0] != "forked":
-            raise PreloadError(str(reply[2]))
-        process = self.processes[int(reply[2])] = ForkedProcess(int(reply[2]))
-        return process
+        if isinstance(reply, str):
+            raise PreloadError(reply)
+        return reply
 
-    def _wait_reply(self, token: int) -> tuple[Any, ...]:
+    def _wait_reply(self, token: int) -> ForkedProcess | str:
         deadline = time.monotonic() + FORK_TIMEOUT
         while token not in self._replies:
             remaining = deadline - time.monotonic()
@@ -217,8 +216,12 @@ class ForkHelper:
             process = self.processes.pop(int(message[1]), None)
             if process is not None:
                 process.exited(int(message[2]))
-        elif kind in ("forked", "fork-failed"):
-            self._replies[int(message[1])] = message
+        elif kind == "forked":
+            # Registered now: its exit may be the very next message, before fork() returns.
+            process = self.processes[int(message[2])] = ForkedProcess(int(message[2]))
+            self._replies[int(message[1])] = process
+        elif kind == "fork-failed":
+            self._replies[int(message[1])] = str(message[2])
         elif kind == "ready" and not self.ready.done():
             logger.info("preloaded %s in %.2f s (helper pid %d)", self.config.app, message[1], self.pid)
             self.ready.set_result("")
