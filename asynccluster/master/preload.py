@@ -43,9 +43,9 @@ import socket
 import time
 from typing import Any
 
-from asynccluster import exitcodes
 from asynccluster.config import Config
 from asynccluster.contracts.spawn import WorkerArgs
+from asynccluster.exitcodes import APP_IMPORT, OK
 
 logger = logging.getLogger("asynccluster.master")
 
@@ -272,14 +272,14 @@ class Preloader:
         self.closed = False
 
     async def start(self) -> int:
-        """The first helper (startup): exitcodes.OK once it imported the app; else the error is
+        """The first helper (startup): OK (0) once it imported the app; else the error is
         logged once for the cluster, as a worker's failed import is, and APP_IMPORT returned."""
         helper = await self._new_helper()
         if helper is not None:
             self.current = helper
-            return exitcodes.OK
+            return OK
         logger.error("error: %s", self._last_error.rstrip())
-        return exitcodes.APP_IMPORT
+        return APP_IMPORT
 
     async def stage(self) -> str:
         """A reload: a helper with the code on disk now. "" when it imported it (new workers

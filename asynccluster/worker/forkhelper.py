@@ -95,10 +95,15 @@ def preload(config: Any) -> str:
 
 def _import_worker_modules(loop: str) -> None:
     """What a worker imports after the app (worker/main.py serve()): once here, not per fork."""
-    from asynccluster import logs, metrics  # noqa: F401
-    from asynccluster.contracts import spawn  # noqa: F401 - WorkerArgs' class, for the child's unpickling
-    from asynccluster.observe import stats  # noqa: F401
-    from asynccluster.worker import diagnose, lifespan, server, tls  # noqa: F401
+    # By module name: no edge to the packages' __init__ in anyone's import graph.
+    import asynccluster.contracts.spawn  # WorkerArgs' class, for the child's unpickling
+    import asynccluster.logs
+    import asynccluster.metrics
+    import asynccluster.observe.stats
+    import asynccluster.worker.diagnose
+    import asynccluster.worker.lifespan
+    import asynccluster.worker.server
+    import asynccluster.worker.tls  # noqa: F401
 
     if loop in ("uvloop", "auto"):
         with contextlib.suppress(ImportError):
