@@ -386,7 +386,7 @@ class Preloader:
                 logger.error("error: could not preload the app again (workers are spawned meanwhile): %s",
                              self._last_error)  # fmt: skip
                 return self._last_error
-            if self.current is None:
+            if self.current is None or not self.current.alive:  # (not yet reaped: the same)
                 self.current = helper
                 logger.info("workers are forked from the new preload helper (pid %d)", helper.pid)
             else:
