@@ -152,3 +152,12 @@ def test_a_killed_helper_is_replaced_and_the_slots_are_refilled(cluster_factory:
     wait_until(lambda: all(process_gone(pid) for pid in workers.values()), "the old workers to leave")
     serves(cluster, "one")
     assert cluster.stop() == 0
+
+
+def test_the_helper_and_its_workers_leave_with_a_killed_master(cluster_factory: Any, tmp_path: Path) -> None:
+    cluster, mark_file = start(cluster_factory, tmp_path)
+    workers = cluster.wait_ready()
+    [helper] = marks(mark_file)
+    os.kill(cluster.pid, signal.SIGKILL)  # no stop: the helper's parent-death signal, then the workers'
+    cluster.wait_exit()
+    wait_until(lambda: all(process_gone(pid) for pid in [helper, *workers.values()]), "helper and workers to exit")
