@@ -26,11 +26,16 @@ INTEGRATION_DIRS = ("integration", "control", "chaos", "compat", "dashboard", "d
 @pytest.fixture(autouse=True)
 def _detach_log_rings() -> Iterator[None]:
     yield
+    from asynccluster import logs
     from asynccluster.master import logbuffer
     from asynccluster.observe import events
 
     logbuffer.uninstall()
     events.remove_log_ring()
+    # relay_line binds its sinks to sys.stdout/sys.stderr at first use: in a test, to that test's
+    # capture, closed after it. Kept, a later test's relayed lines went there and were lost
+    # ("could not write N log line(s)" at a later flush or at exit). The next use binds anew.
+    logs._relays.clear()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
