@@ -307,13 +307,10 @@ def read_until(fd: int, sink: io.BytesIO, done: Callable[[bytes], bool], what: s
 
 
 def wait_child(pid: int) -> tuple[int, int]:
-    deadline = time.monotonic() + DEADLINE
-    while time.monotonic() < deadline:
-        waited, status_word = os.waitpid(pid, os.WNOHANG)
-        if waited:
-            return waited, os.waitstatus_to_exitcode(status_word)
-        time.sleep(0.05)
-    raise AssertionError("top did not exit after q")
+    """(pid, exit code) of our child ``pid`` once it exited."""
+    waited, status_word = wait_until(lambda: os.waitpid(pid, os.WNOHANG), "top to exit after the key", DEADLINE,
+                                     done=lambda result: result[0] != 0)  # fmt: skip
+    return waited, os.waitstatus_to_exitcode(status_word)
 
 
 # ---------------------------------------------------------------- another user
