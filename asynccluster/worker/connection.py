@@ -24,16 +24,37 @@ from typing import Any
 
 from asynccluster.http.parser import RequestParser
 from asynccluster.http.response import ResponseWriter, error_response
-from asynccluster.worker.connstate import NEXT, TIMED, ConnState, Event, IllegalTransition
+from asynccluster.worker.connstate import (
+    BODY,
+    BUSY,
+    CLOSED,
+    CLOSING,
+    DRAIN_IDLE,
+    FRESH,
+    HEAD,
+    IDLE,
+    LINGER,
+    NEXT,
+    ON_BODY_EXPIRED,
+    ON_CLOSE,
+    ON_DRAIN,
+    ON_ERROR_SENT,
+    ON_KEEP_ALIVE,
+    ON_KEEP_ALIVE_DRAINING,
+    ON_LOST,
+    TIMED,
+    Event,
+    IllegalTransition,
+)
 from asynccluster.worker.cycle import Cycle
-from asynccluster.worker.flow import BODY, FLUSH_THRESHOLD, PIPELINE, FlowControl, WriteFlowProtocol
+from asynccluster.worker.flow import BODY as BODY_PAUSE
+from asynccluster.worker.flow import FLUSH_THRESHOLD, PIPELINE, FlowControl, WriteFlowProtocol
 from asynccluster.worker.state import ServerState
 from asynccluster.worker.websocket import WebSocketSession, handshake_key, websocket_scope
 from asynccluster.worker.wsframes import valid_key
 
 logger = logging.getLogger("asynccluster.worker")
 
-S = ConnState
 
 # After an error response we half-close and read (discarding) until the client closes, for at
 # most this long, so it reads our response instead of a reset (RFC 9112 §9.6 "lingering close").
@@ -96,7 +117,7 @@ class Http1Connection(WriteFlowProtocol):
 
     def __init__(self, state: ServerState) -> None:
         self.state = state  # the worker's shared state (settings, counters, clock)
-        self.conn_state = S.FRESH
+        self.conn_state = FRESH
         # What conn_state's deadline means is the state's (connstate.py); loop time, s.
         self.deadline = 0.0
         # Request level, beside the state (as h11 keeps keep_alive): False once a request said
@@ -132,7 +153,7 @@ class Http1Connection(WriteFlowProtocol):
     @property
     def closed(self) -> bool:
         """Gone, or handed over to a WebSocket session: nothing more happens on it as HTTP."""
-        return self.conn_state is S.CLOSED
+        return self.conn_state is CLOSED
 
     # ------------------------------------------------------------ writing (ResponseSink)
 
@@ -161,14 +182,14 @@ class Http1Connection(WriteFlowProtocol):
         self.out = None
         if out:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if self.conn_state is S.CLOSING or self.conn_state is S.LINGER:
+        if self.conn_state is CLOSING or self.conn_state is LINGER:
             self._close_now()
 
     def _close_now(self) -> None:
         """Closing was asked for and the output is flushed: close (or half-close and linger)."""
-        if self.conn_state is S.CLOSED or self.out is not None:
+        if self.conn_state is CLOSED or self.out is not None:
             return
-        if self.conn_state is S.LINGER:
+        if self.conn_state is LINGER:
             self._linger()
         else:
             self.transport.close()
@@ -180,8 +201,8 @@ class Http1Connection(WriteFlowProtocol):
 
     def _close_after_flush(self) -> None:
         self.accepting = False
-        if self.conn_state < S.CLOSING:  # (already closing, lingering or closed: nothing to add)
-            self.to(Event.CLOSE)
+        if self.conn_state < CLOSING:  # (already closing, lingering or closed: nothing to add)
+            self.to(ON_CLOSE)
         self._close_now()
 
     # ------------------------------------------------------------ errors
@@ -228,14 +249,14 @@ class Http1Connection(WriteFlowProtocol):
         self.state.stats.record_response(status, 0.0)
         self.write(self.error_bytes(status))
         self.accepting = False
-        self.to(Event.ERROR_SENT)
+        self.to(ON_ERROR_SENT)
         self.deadline = self.state.now + LINGER_SECONDS + self.state.tick
         self._close_now()
 
     def _linger(self) -> None:
         """Half-close after an error response and read until the client closes (or LINGER)."""
         transport = self.transport
-        self.flow.resume_reading(PIPELINE | BODY)
+        self.flow.resume_reading(PIPELINE | BODY_PAUSE)
         if transport.can_write_eof():
             try:
                 transport.write_eof()
@@ -251,17 +272,17 @@ class Http1Connection(WriteFlowProtocol):
         conn_state = self.conn_state
         if conn_state not in TIMED or now < self.deadline:
             return
-        if conn_state is S.HEAD:
+        if conn_state is HEAD:
             logger.debug("request head from %s not complete in time: 408", self.client)
             self.error_status = 408
             self._send_request_error()
-        elif conn_state is S.DRAIN_IDLE:
+        elif conn_state is DRAIN_IDLE:
             self._close_idle_for_drain()
-        elif conn_state is S.BODY:
+        elif conn_state is BODY:
             self._body_timed_out(now)
         else:  # FRESH or IDLE (silently), or LINGER (for good)
             self.accepting = False
-            self.to(Event.CLOSE)
+            self.to(ON_CLOSE)
             self.transport.close()
 
     def _body_timed_out(self, now: float) -> None:
@@ -271,29 +292,29 @@ class Http1Connection(WriteFlowProtocol):
             self.deadline = now + self.state.body_grace
             return
         logger.debug("request body from %s stalled past --body-timeout: 408", self.client)
-        self.to(Event.BODY_EXPIRED)
+        self.to(ON_BODY_EXPIRED)
         self._request_error(408, "request body not received in time")
         if self.error_status and not self.pipeline:
             self._send_request_error()
-        elif self.conn_state is S.CLOSING:
+        elif self.conn_state is CLOSING:
             self._close_now()
 
     def shutdown(self) -> None:
         """Graceful drain: in-flight requests finish with Connection: close; idle connections
         get a short grace (``state.drain_idle_deadline``) in which a request is still answered."""
         conn_state = self.conn_state
-        if conn_state is S.CLOSED:
+        if conn_state is CLOSED:
             return
         if self.ws_session is not None or self.ws_pending is not None:
             return  # a WebSocket handshake in progress: once accepted, the session closes with 1001
-        if not self.pipeline and (conn_state is S.IDLE or conn_state is S.BUSY or conn_state is S.BODY):
+        if not self.pipeline and (conn_state is IDLE or conn_state is BUSY or conn_state is BODY):
             # Idle keep-alive (or only the unread rest of an answered body still arriving): the
             # next request is answered with Connection: close if it comes before the deadline.
             # (A FRESH connection is not idle: its first request is on its way, see on_request.)
             drain_deadline = self.state.drain_idle_deadline
             # Never later than the connection's own keep-alive deadline.
-            self.deadline = min(self.deadline, drain_deadline) if conn_state is S.IDLE else drain_deadline
-            self.to(Event.DRAIN)
+            self.deadline = min(self.deadline, drain_deadline) if conn_state is IDLE else drain_deadline
+            self.to(ON_DRAIN)
             return
         if self.pipeline:
             last = self.pipeline[-1]
@@ -314,7 +335,7 @@ class Http1Connection(WriteFlowProtocol):
         (bounded), then close: RFC 9112 §9.6's staged close, so a request that raced our FIN is
         read and dropped instead of being answered with a reset."""
         self.accepting = False
-        self.to(Event.ERROR_SENT)
+        self.to(ON_ERROR_SENT)
         self.deadline = self.state.now + self.state.drain_linger
         self._linger()
 
@@ -323,15 +344,15 @@ class Http1Connection(WriteFlowProtocol):
         drain's staged close (a request that comes first is answered with Connection: close)."""
         state = self.state
         if state.draining:
-            self.to(Event.KEEP_ALIVE_DRAINING)
+            self.to(ON_KEEP_ALIVE_DRAINING)
             # At least a few drain ticks: a busy client's next request is already on its way.
             self.deadline = max(state.drain_idle_deadline, state.now + DRAIN_REPLY_GRACE)
             return
-        self.to(Event.KEEP_ALIVE)
+        self.to(ON_KEEP_ALIVE)
         self.deadline = state.now + state.keep_alive_grace
 
     def force_close(self) -> None:
-        if self.conn_state is not S.CLOSED:
+        if self.conn_state is not CLOSED:
             self.transport.abort()
 
     # ------------------------------------------------------------ WebSocket handoff
@@ -358,6 +379,6 @@ class Http1Connection(WriteFlowProtocol):
     def _hand_over(self, session: WebSocketSession) -> None:
         """The app accepted: the session becomes the transport's protocol."""
         self.ws_session = None
-        self.to(Event.LOST)  # as far as HTTP is concerned; the connection lives on as a WebSocket
+        self.to(ON_LOST)  # as far as HTTP is concerned; the connection lives on as a WebSocket
         self.state.connections.discard(self)
         session.take_over(self.parser.detach())

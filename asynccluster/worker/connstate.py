@@ -131,3 +131,13 @@ def next_state(state: ConnState, event: Event) -> ConnState:
         return NEXT[state << 4 | event]
     except KeyError:
         raise IllegalTransition(state, event) from None
+
+
+# Module-level aliases of the members for the per-request path: on Python 3.11 reading a
+# member through its class (``ConnState.BODY``) goes through a descriptor and costs ~0.2 µs,
+# a module global ~20 ns (several are read per request). Same objects: ``is`` still holds.
+FRESH, IDLE, HEAD, BODY, BUSY = S.FRESH, S.IDLE, S.HEAD, S.BODY, S.BUSY
+UPGRADE, DRAIN_IDLE, CLOSING, LINGER, CLOSED = S.UPGRADE, S.DRAIN_IDLE, S.CLOSING, S.LINGER, S.CLOSED
+ON_HEAD_STARTS, ON_REQUEST, ON_UPGRADE, ON_BODY_DONE = E.HEAD_STARTS, E.REQUEST, E.UPGRADE, E.BODY_DONE
+ON_BODY_OWED, ON_KEEP_ALIVE, ON_KEEP_ALIVE_DRAINING = E.BODY_OWED, E.KEEP_ALIVE, E.KEEP_ALIVE_DRAINING
+ON_DRAIN, ON_BODY_EXPIRED, ON_CLOSE, ON_ERROR_SENT, ON_LOST = E.DRAIN, E.BODY_EXPIRED, E.CLOSE, E.ERROR_SENT, E.LOST

@@ -43,7 +43,9 @@ from asynccluster.http.h2 import (
     WindowOpened,
 )
 from asynccluster.http.response import error_response
-from asynccluster.worker.connstate import Event
+from asynccluster.worker.connstate import (
+    ON_LOST,
+)
 from asynccluster.worker.flow import FlowControl, WriteFlowProtocol
 from asynccluster.worker.h2stream import H2Stream
 from asynccluster.worker.protocol import HttpProtocol
@@ -333,7 +335,7 @@ class H2cSniffingProtocol(HttpProtocol):
         state = self.state
         state.connections.discard(self)
         state.stats.connections -= 1
-        self.to(Event.LOST)  # as far as HTTP/1.1 is concerned
+        self.to(ON_LOST)  # as far as HTTP/1.1 is concerned
         protocol = H2Protocol(state, "http")
         self.transport.set_protocol(protocol)
         protocol.connection_made(self.transport)

@@ -31,14 +31,27 @@ from asynccluster.http.errors import ProtocolError
 from asynccluster.http.parser import RequestHead
 from asynccluster.worker.compat import EAGER_TASKS
 from asynccluster.worker.connection import Http1Connection
-from asynccluster.worker.connstate import ConnState, Event
+from asynccluster.worker.connstate import (
+    BODY,
+    CLOSED,
+    CLOSING,
+    DRAIN_IDLE,
+    FRESH,
+    IDLE,
+    ON_BODY_DONE,
+    ON_BODY_OWED,
+    ON_HEAD_STARTS,
+    ON_LOST,
+    ON_REQUEST,
+    ON_UPGRADE,
+)
 from asynccluster.worker.cycle import Cycle
-from asynccluster.worker.flow import BODY, PIPELINE, FlowControl
+from asynccluster.worker.flow import BODY as BODY_PAUSE
+from asynccluster.worker.flow import PIPELINE, FlowControl
 from asynccluster.worker.scope import connection_template, peer_address, request_scope
 
-S = ConnState
 # States in which the first bytes of a request head may arrive (with nothing queued or read).
-_HEAD_MAY_START = frozenset((S.FRESH, S.IDLE, S.DRAIN_IDLE))
+_HEAD_MAY_START = frozenset((FRESH, IDLE, DRAIN_IDLE))
 
 
 class HttpProtocol(Http1Connection):
@@ -73,7 +86,7 @@ class HttpProtocol(Http1Connection):
         # served like any fresh connection, its one response saying Connection: close.
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.to(Event.LOST)
+        self.to(ON_LOST)
         state = self.state
         state.connections.discard(self)
         state.stats.connections -= 1
@@ -102,11 +115,11 @@ class HttpProtocol(Http1Connection):
 
     def data_received(self, data: bytes) -> None:
         conn_state = self.conn_state
-        if conn_state >= S.CLOSING:
+        if conn_state >= CLOSING:
             return  # after an error response (lingering) or Connection: close: discard
         if conn_state in _HEAD_MAY_START and not self.pipeline and self.reading is None:
             # The first bytes of a request head: it must be complete within header_timeout.
-            self.to(Event.HEAD_STARTS)
+            self.to(ON_HEAD_STARTS)
             self.deadline = self.state.now + self.state.header_grace
         self.out = []
         self.out_size = 0
@@ -151,7 +164,7 @@ class HttpProtocol(Http1Connection):
             # app's websocket scope once earlier pipelined responses are out.
             self.ws_pending = scope
             self.accepting = False
-            self.to(Event.UPGRADE)
+            self.to(ON_UPGRADE)
             return
         cycle = Cycle(self, state, scope, keep_alive, head.expect_continue)
         if not keep_alive:
@@ -162,7 +175,7 @@ class HttpProtocol(Http1Connection):
         state.stats.in_flight += 1
         # Until the request is complete the client owes us its body (--body-timeout); a
         # request without one completes in this same feed (BODY_DONE).
-        self.to(Event.REQUEST)
+        self.to(ON_REQUEST)
         self.deadline = state.now + state.body_grace
         if len(pipeline) > state.limit_pipeline:
             self.flow.pause_reading(PIPELINE)
@@ -170,7 +183,7 @@ class HttpProtocol(Http1Connection):
     def on_body(self, data: bytes) -> None:
         cycle = self.reading
         if cycle is not None:
-            if self.conn_state is S.BODY:
+            if self.conn_state is BODY:
                 self.deadline = self.state.now + self.state.body_grace
             cycle.feed_body(data)
 
@@ -181,8 +194,8 @@ class HttpProtocol(Http1Connection):
             cycle.body_complete = True
             if cycle.waiter is not None:
                 cycle.wake()
-            if self.conn_state is S.BODY:
-                self.to(Event.BODY_DONE)
+            if self.conn_state is BODY:
+                self.to(ON_BODY_DONE)
                 if cycle.response_complete and not self.pipeline:
                     # The app answered before the body ended; the rest is in: idle from now.
                     self._idle_after_response()
@@ -192,7 +205,7 @@ class HttpProtocol(Http1Connection):
     def _run_pipeline(self) -> None:
         """Start queued apps in order while the previous response is complete."""
         pipeline = self.pipeline
-        while pipeline and self.active is None and self.conn_state < S.CLOSING:
+        while pipeline and self.active is None and self.conn_state < CLOSING:
             self.active = cycle = pipeline[0]
             cycle.run()
         if self.flow.read_paused_for & PIPELINE and len(pipeline) <= self.state.limit_pipeline:
@@ -202,7 +215,7 @@ class HttpProtocol(Http1Connection):
 
     def _run_pipeline_later(self) -> None:
         """The pipeline continued from a loop callback (after a Task completed a response)."""
-        if self.conn_state is S.CLOSED:
+        if self.conn_state is CLOSED:
             return
         self.out = []
         self.out_size = 0
@@ -225,7 +238,7 @@ class HttpProtocol(Http1Connection):
         done.body_size = 0
         reading = self.reading
         if reading is done or reading is None:
-            self.flow.resume_reading(BODY)
+            self.flow.resume_reading(BODY_PAUSE)
         if reading is done and not done.body_complete and done.expect_continue:
             # The client is waiting for 100 Continue and may never send the body: the
             # connection cannot be reused.
@@ -242,7 +255,7 @@ class HttpProtocol(Http1Connection):
             else:
                 # The rest of the unread body is still arriving (and dropped): the client
                 # still owes it within --body-timeout.
-                self.to(Event.BODY_OWED)
+                self.to(ON_BODY_OWED)
                 self.deadline = self.state.now + self.state.body_grace
         if self.out is None:
             if pipeline and EAGER_TASKS:
