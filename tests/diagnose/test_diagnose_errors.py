@@ -10,6 +10,7 @@ from asynccluster.contracts.messages import Errors, WorkerMessage
 from asynccluster.observe import errors as grouping
 from asynccluster.observe.errors import ErrorGroups
 from asynccluster.worker.diagnose import ErrorBatch
+from tests.waiting import wait_for
 
 
 def raised(function: Any) -> BaseException:
@@ -97,12 +98,7 @@ def test_worker_batch_groups_and_sends_once_per_interval() -> None:
             batch.add(raised(lambda: 1 / 0), {"method": "GET", "path": path.split("?")[0]})
         batch.add(raised(app_code_calling_stdlib), {"method": "POST", "path": "/d"})
 
-        async def until_sent() -> None:  # the batch's own timer sends it; wait for that, with a deadline
-            deadline = loop.time() + 5
-            while not sent and loop.time() < deadline:
-                await asyncio.sleep(0.01)
-
-        loop.run_until_complete(until_sent())
+        loop.run_until_complete(wait_for(lambda: sent, "the batch's own timer to send it", 5))
     finally:
         loop.close()
     batch_sent = sent[0]

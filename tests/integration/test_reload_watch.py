@@ -70,14 +70,14 @@ class Load:
                 connection.close()
             time.sleep(PACE)  # the load's rate, not a synchronisation
 
-    def wait_for(self, version: str, timeout: float = 60.0) -> None:
-        """Until a response carried ``version``; fails naming the versions seen so far."""
+    def wait_for(self, version: str, timeout: float = 60.0, *, at_least: int = 1) -> None:
+        """Until ``at_least`` responses carried ``version``; fails naming the versions seen so far."""
 
         def seen() -> dict[str, int]:
             assert self.thread.is_alive(), "the load ended"
             return dict(self.seen)
 
-        wait_until(seen, f"{version!r} to be served", timeout, done=lambda counts: counts.get(version, 0) > 0)
+        wait_until(seen, f"{version!r} to be served", timeout, done=lambda counts: counts.get(version, 0) >= at_least)
 
     def stop(self) -> None:
         self.stopped.set()
@@ -105,10 +105,7 @@ def test_reload_on_change_with_two_workers_under_load(cluster_factory: Any, tmp_
         write_app(tmp_path, app_source("v-broken") + "    this is not python(\n")
         cluster.wait_for(r"--reload: not reloading, the code does not compile: .*reloadapp\.py:6", start=mark)
         served = load.seen["v-two-2"]  # the old workers keep serving the last good code
-        deadline = time.monotonic() + 30
-        while load.seen["v-two-2"] < served + 20:
-            assert time.monotonic() < deadline and load.thread.is_alive(), dict(load.seen)
-            time.sleep(0.05)  # polling the load's results, not a synchronisation
+        load.wait_for("v-two-2", 30, at_least=served + 20)
 
         mark = cluster.mark()
         write_app(tmp_path, app_source("v-three-33"))
