@@ -24,10 +24,6 @@ from asynccluster.http.response import ResponseWriter
 
 MAX_ENTRIES = 256
 
-# The writer's per-response state: every public slot, in the order ResponseWriter.save() and
-# restore() use (the headcache tests compare them, so a slot added to the writer is caught).
-STATE_SLOTS: tuple[str, ...] = tuple(name for name in ResponseWriter.__slots__ if not name.startswith("_"))
-
 
 class HeadCache:
     __slots__ = ("_date", "_entries", "_last_entry", "_last_key")

@@ -8,7 +8,7 @@ import pytest
 
 from asynccluster.http.errors import ResponseError
 from asynccluster.http.response import ResponseWriter, date_header
-from asynccluster.worker.headcache import MAX_ENTRIES, STATE_SLOTS, HeadCache
+from asynccluster.worker.headcache import MAX_ENTRIES, HeadCache
 
 DATE = date_header(784111777.0)
 CASES: list[tuple[int, Any, bool, str, bool]] = [
@@ -21,6 +21,12 @@ CASES: list[tuple[int, Any, bool, str, bool]] = [
     (200, [(b"connection", b"close"), (b"content-length", b"0")], False, "1.1", True),
     (404, ((b"x-gen", b"1"),), False, "1.0", True),
 ]
+
+
+# The writer's per-response state: every public slot, in the order ResponseWriter.save() and
+# restore() use (compared below, so a slot added to the writer is caught). Read here, not in
+# headcache.py: compiled classes (mypyc, measured in benchmarks/mypyc_bench.py) have no __slots__.
+STATE_SLOTS: tuple[str, ...] = tuple(name for name in ResponseWriter.__slots__ if not name.startswith("_"))
 
 
 def state_of(writer: ResponseWriter) -> tuple[Any, ...]:
