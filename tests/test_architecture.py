@@ -269,3 +269,33 @@ def test_no_dynamic_imports_of_own_modules() -> None:
         hit for name, path in MODULES.items() if name != "asynccluster.importer" for hit in dynamic_own_imports(path)
     ]
     assert found == [], "imports by name hide edges from the import graph:\n" + "\n".join(found)
+
+
+def layer_of(module: str) -> str:
+    """``asynccluster.worker.cycle`` -> ``worker/``; a top-level module is its own layer."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "asynccluster (root)"
+    return f"{parts[1]}/" if (PACKAGE / parts[1]).is_dir() else parts[1]
+
+
+def layer_graph() -> dict[str, dict[str, int]]:
+    """Edges between layers (subpackages and top-level modules), with how many module edges each."""
+    edges: dict[str, dict[str, int]] = {}
+    for source, targets in import_graph().items():
+        for target in targets:
+            a, b = layer_of(source), layer_of(target)
+            if a != b:
+                edges.setdefault(a, {}).setdefault(b, 0)
+                edges[a][b] += 1
+    return edges
+
+
+if __name__ == "__main__":
+    # `python tests/test_architecture.py`: the import graph the tests check, layer by layer
+    # (the README's architecture section is drawn from it).
+    graph = import_graph()
+    cycles = strongly_connected_components(graph)
+    print(f"{len(graph)} modules, {sum(map(len, graph.values()))} import edges, cycles: {cycles}")
+    for source, targets in sorted(layer_graph().items()):
+        print(f"{source:22} -> " + ", ".join(f"{t} ({n})" for t, n in sorted(targets.items())))
