@@ -115,6 +115,9 @@ class RequestParser:
         "_host",
         "_hosts",
         "_hp",
+        "_known_host",
+        "_known_method",
+        "_known_target",
         "_last_line",
         "_limits",
         "_line",
@@ -139,6 +142,10 @@ class RequestParser:
         # Checked methods, targets and Host values: the worker passes its one set (shared by
         # its connections); a parser made without one keeps its own.
         self._caches = caches if caches is not None else RequestCaches()
+        # The tables' hit paths, bound once (dict.get of each): per request, no attribute hops.
+        self._known_host = self._caches.hosts.get
+        self._known_method = self._caches.methods.get
+        self._known_target = self._caches.targets.get
         self._on_body_sink = sink.on_body
         self._limits = limits
         # --limit-request-line bounds the whole line, method SP target SP HTTP/x.y: a target
@@ -413,7 +420,7 @@ class RequestParser:
                 raise bad("more than one Host header field")
             if version == "1.1":
                 raise bad("missing Host header field")
-        elif self._caches.hosts.get(self._host) is None:
+        elif self._known_host(self._host) is None:
             check_host(self._host)
             self._caches.hosts.put(self._host, True)
         content_length: int | None = None
@@ -458,16 +465,15 @@ class RequestParser:
                 if version == "0.9":
                     _check_version_given(line, line_end)
                 version = check_version(version)
-        caches = self._caches
-        method = caches.methods.get(raw_method)
+        method = self._known_method(raw_method)
         if method is None:
             method = method_name(raw_method)
-            caches.methods.put(raw_method, method)
-        target = caches.targets.get(url)
+            self._caches.methods.put(raw_method, method)
+        target = self._known_target(url)
         if target is None:
             target = parse_target(url, method)
             if len(url) <= TARGET_CACHEABLE:
-                caches.targets.put(url, target)
+                self._caches.targets.put(url, target)
         if checked is not None and line is not None and len(url) <= _LINE_CACHEABLE:
             self._remember_line(line, raw_method, url, (method, target, version))
         return method, target, version

@@ -14,6 +14,8 @@ Connection: close, or drain/an error ended keep-alive: later requests are not an
     (header_timeout:       (408)            (408 unless we      (no timer:   (keep-alive
      close silently)                         paused reading)     the app's)   timeout)
     IDLE --HEAD_STARTS--> HEAD;   BUSY --REQUEST--> BODY (a pipelined request)
+    HEAD --WHOLE_REQUEST--> BUSY (a request without a body: REQUEST and BODY_DONE as one entry)
+    FRESH/IDLE --REQUEST/WHOLE_REQUEST/UPGRADE--> (a whole head in one read: HEAD is skipped)
     BUSY --BODY_OWED--> BODY (answered before its body ended);  BODY --BODY_EXPIRED--> BUSY
     HEAD/BUSY --UPGRADE--> UPGRADE (a WebSocket handshake waits for its turn and the app)
     IDLE/BUSY/BODY --DRAIN--> DRAIN_IDLE;  BUSY --KEEP_ALIVE_DRAINING--> DRAIN_IDLE
@@ -64,6 +66,10 @@ class Event(IntEnum):
     CLOSE = 9  # close once the output is flushed (Connection: close, an aborted response, a timeout)
     ERROR_SENT = 10  # an error response went out (or the drain shut the write side): linger
     LOST = 11  # the transport is gone, or a WebSocket session owns it now
+    # A request head without a body (no Content-Length or 0, not chunked): the request is
+    # complete at once, so REQUEST and BODY_DONE are one table entry (one transition per
+    # request on the hot path, not two; issue 16).
+    WHOLE_REQUEST = 12
 
 
 S, E = ConnState, Event
@@ -72,9 +78,18 @@ _OPEN = (S.FRESH, S.IDLE, S.HEAD, S.BODY, S.BUSY, S.UPGRADE, S.DRAIN_IDLE)
 # state -> {event -> next state}. Self-loops are written down too: an event that leaves the
 # state as it is there is legal there; every pair not listed is a bug (IllegalTransition).
 TRANSITIONS: dict[ConnState, dict[Event, ConnState]] = {
-    S.FRESH: {E.HEAD_STARTS: S.HEAD},
-    S.IDLE: {E.HEAD_STARTS: S.HEAD, E.DRAIN: S.DRAIN_IDLE},
-    S.HEAD: {E.REQUEST: S.BODY, E.UPGRADE: S.UPGRADE},
+    # From FRESH and IDLE a head that arrives whole in one read is applied as it completes
+    # (protocol.data_received applies HEAD_STARTS only to a head still incomplete after the
+    # read: HEAD matters only between reads, where the sweep may see it).
+    S.FRESH: {E.HEAD_STARTS: S.HEAD, E.REQUEST: S.BODY, E.WHOLE_REQUEST: S.BUSY, E.UPGRADE: S.UPGRADE},
+    S.IDLE: {
+        E.HEAD_STARTS: S.HEAD,
+        E.REQUEST: S.BODY,
+        E.WHOLE_REQUEST: S.BUSY,
+        E.UPGRADE: S.UPGRADE,
+        E.DRAIN: S.DRAIN_IDLE,
+    },
+    S.HEAD: {E.REQUEST: S.BODY, E.WHOLE_REQUEST: S.BUSY, E.UPGRADE: S.UPGRADE},
     S.BODY: {
         E.BODY_DONE: S.BUSY,
         E.BODY_OWED: S.BODY,  # re-armed: the answered request's rest is still due
@@ -87,6 +102,7 @@ TRANSITIONS: dict[ConnState, dict[Event, ConnState]] = {
     },
     S.BUSY: {
         E.REQUEST: S.BODY,  # pipelined behind the responses being written
+        E.WHOLE_REQUEST: S.BUSY,  # the same without a body: nothing owed by the client
         E.UPGRADE: S.UPGRADE,
         E.BODY_OWED: S.BODY,
         E.KEEP_ALIVE: S.IDLE,
@@ -95,7 +111,7 @@ TRANSITIONS: dict[ConnState, dict[Event, ConnState]] = {
     },
     S.UPGRADE: {},
     # Drained while the rest of an answered body was arriving, and a request followed it.
-    S.DRAIN_IDLE: {E.HEAD_STARTS: S.HEAD, E.REQUEST: S.BODY, E.UPGRADE: S.UPGRADE},
+    S.DRAIN_IDLE: {E.HEAD_STARTS: S.HEAD, E.REQUEST: S.BODY, E.WHOLE_REQUEST: S.BUSY, E.UPGRADE: S.UPGRADE},
     S.CLOSING: {E.ERROR_SENT: S.LINGER},  # an error answered after close was asked for
     S.LINGER: {E.CLOSE: S.CLOSING},  # the linger deadline: close for good
     S.CLOSED: {},
@@ -141,3 +157,4 @@ UPGRADE, DRAIN_IDLE, CLOSING, LINGER, CLOSED = S.UPGRADE, S.DRAIN_IDLE, S.CLOSIN
 ON_HEAD_STARTS, ON_REQUEST, ON_UPGRADE, ON_BODY_DONE = E.HEAD_STARTS, E.REQUEST, E.UPGRADE, E.BODY_DONE
 ON_BODY_OWED, ON_KEEP_ALIVE, ON_KEEP_ALIVE_DRAINING = E.BODY_OWED, E.KEEP_ALIVE, E.KEEP_ALIVE_DRAINING
 ON_DRAIN, ON_BODY_EXPIRED, ON_CLOSE, ON_ERROR_SENT, ON_LOST = E.DRAIN, E.BODY_EXPIRED, E.CLOSE, E.ERROR_SENT, E.LOST
+ON_WHOLE_REQUEST = E.WHOLE_REQUEST

@@ -172,11 +172,7 @@ class H2Protocol(WriteFlowProtocol):
         scope = request_scope(
             self.scope_template,
             state,
-            request.method,
-            request.raw_path,
-            request.path,
-            request.query_string,
-            request.headers,
+            request,
             self.tls,
             self.trusted,
             False,  # no Path Send over HTTP/2 (h2stream.py does not implement it)

@@ -41,9 +41,11 @@ from asynccluster.worker.connstate import (
     ON_BODY_DONE,
     ON_BODY_OWED,
     ON_HEAD_STARTS,
+    ON_KEEP_ALIVE,
     ON_LOST,
     ON_REQUEST,
     ON_UPGRADE,
+    ON_WHOLE_REQUEST,
 )
 from asynccluster.worker.cycle import Cycle
 from asynccluster.worker.flow import BODY as BODY_PAUSE
@@ -117,9 +119,9 @@ class HttpProtocol(Http1Connection):
         conn_state = self.conn_state
         if conn_state >= CLOSING:
             return  # after an error response (lingering) or Connection: close: discard
-        if conn_state in _HEAD_MAY_START and not self.pipeline and self.reading is None:
+        head_starts = conn_state in _HEAD_MAY_START and not self.pipeline and self.reading is None
+        if head_starts:
             # The first bytes of a request head: it must be complete within header_timeout.
-            self.to(ON_HEAD_STARTS)
             self.deadline = self.state.now + self.state.header_grace
         self.out = []
         self.out_size = 0
@@ -127,6 +129,11 @@ class HttpProtocol(Http1Connection):
             self.parser.feed(data)
         except ProtocolError as exc:
             self._request_error(exc.status, exc.reason)
+        if head_starts and self.conn_state is conn_state:
+            # The head is not complete after this read: HEAD until it is (the sweep's 408).
+            # A head that completed in the read went from here to BODY/BUSY in one entry:
+            # nothing between the two could see HEAD (connstate.TRANSITIONS).
+            self.to(ON_HEAD_STARTS)
         pipeline = self.pipeline
         if pipeline and self.active is None:
             self._run_pipeline()
@@ -145,18 +152,9 @@ class HttpProtocol(Http1Connection):
             return
         state = self.state
         keep_alive = head.keep_alive and not state.draining
-        scope = request_scope(
-            self.scope_template,
-            state,
-            head.method,
-            head.raw_path,
-            head.path,
-            head.query_string,
-            head.headers,
-            self.tls,
-            head.proxied and self.trusted,  # most requests carry no proxy header (the parser notes one)
-            state.pathsend,  # --pathsend: the ASGI Path Send extension (cycle.py; issue 16)
-        )
+        # Most requests carry no proxy header (the parser notes one): only then resolve.
+        # --pathsend offers the ASGI Path Send extension (cycle.py; issue 16).
+        scope = request_scope(self.scope_template, state, head, self.tls, head.proxied and self.trusted, state.pathsend)
         if head.http_version != "1.1":
             scope["http_version"] = head.http_version
         if head.upgrade is not None:
@@ -173,10 +171,12 @@ class HttpProtocol(Http1Connection):
         pipeline = self.pipeline
         pipeline.append(cycle)
         state.stats.in_flight += 1
-        # Until the request is complete the client owes us its body (--body-timeout); a
-        # request without one completes in this same feed (BODY_DONE).
-        self.to(ON_REQUEST)
-        self.deadline = state.now + state.body_grace
+        if head.content_length or head.chunked:
+            # Until the request is complete the client owes us its body (--body-timeout).
+            self.to(ON_REQUEST)
+            self.deadline = state.now + state.body_grace
+        else:
+            self.to(ON_WHOLE_REQUEST)  # no body: nothing owed, the app's time from here
         if len(pipeline) > state.limit_pipeline:
             self.flow.pause_reading(PIPELINE)
 
@@ -229,7 +229,8 @@ class HttpProtocol(Http1Connection):
             return  # the connection was lost meanwhile
         done = pipeline.popleft()
         self.active = None
-        self.state.stats.in_flight -= 1
+        state = self.state
+        state.stats.in_flight -= 1
         # What the app left unread is dropped (issue 8 item 3): free its buffer and, unless a
         # later pipelined request's body holds the pause, resume the reading its body paused
         # (a body sent in one write with the head paused reading before the app even ran).
@@ -237,7 +238,7 @@ class HttpProtocol(Http1Connection):
             done.body.clear()
         done.body_size = 0
         reading = self.reading
-        if reading is done or reading is None:
+        if (reading is done or reading is None) and self.flow.read_paused_for & BODY_PAUSE:
             self.flow.resume_reading(BODY_PAUSE)
         if reading is done and not done.body_complete and done.expect_continue:
             # The client is waiting for 100 Continue and may never send the body: the
@@ -250,18 +251,21 @@ class HttpProtocol(Http1Connection):
             self._start_websocket()
             return
         if not pipeline:
-            if self.reading is None:
-                self._idle_after_response()
-            else:
+            if reading is not None:
                 # The rest of the unread body is still arriving (and dropped): the client
                 # still owes it within --body-timeout.
                 self.to(ON_BODY_OWED)
-                self.deadline = self.state.now + self.state.body_grace
+                self.deadline = state.now + state.body_grace
+            elif state.draining:
+                self._idle_after_response()
+            else:  # _idle_after_response's common case, inline (once per response)
+                self.to(ON_KEEP_ALIVE)
+                self.deadline = state.now + state.keep_alive_grace
         if self.out is None:
             if pipeline and EAGER_TASKS:
                 # Called from inside the finished app's Task: start the next one from a loop
                 # callback, so an eagerly started app never runs nested in another's frame.
-                self.state.loop.call_soon(self._run_pipeline_later)
+                state.loop.call_soon(self._run_pipeline_later)
             elif pipeline:
                 self._run_pipeline()  # before 3.12 this only schedules the next app's Task
             elif self.error_status:

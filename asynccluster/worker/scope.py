@@ -8,11 +8,27 @@ size and setting them never resizes it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from asynccluster.worker.state import ServerState
 
 PATHSEND = "http.response.pathsend"  # the ASGI Path Send extension's key (cycle.py; issue 16)
+
+
+class RequestLine(Protocol):
+    """What a scope takes from a parsed request: http.events.RequestHead (HTTP/1.1) and
+    http.h2.Request (HTTP/2) both have it."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def raw_path(self) -> bytes: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def query_string(self) -> bytes: ...
+    @property
+    def headers(self) -> Any: ...
 
 
 def peer_address(value: Any) -> tuple[str, int] | None:
@@ -47,31 +63,28 @@ def connection_template(
 def request_scope(
     template: dict[str, Any],
     state: ServerState,
-    method: str,
-    raw_path: bytes,
-    path: str,
-    query_string: bytes,
-    headers: Any,
+    head: RequestLine,
     tls: dict[str, Any] | None,
     resolve_proxy: bool,
     pathsend: bool,
 ) -> dict[str, Any]:
-    """One request's scope from its connection's template.
+    """One request's scope from its connection's template and the parsed ``head``.
 
-    ``resolve_proxy``: the peer is a trusted proxy that sent a proxy header: client and scheme
-    come from those headers (http/proxy.py). ``pathsend``: offer the Path Send extension.
+    ``tls``: the connection's ASGI tls extension (None: plain TCP). ``resolve_proxy``: the
+    peer is a trusted proxy that sent a proxy header: client and scheme come from those
+    headers (http/proxy.py). ``pathsend``: offer the Path Send extension (issue 16).
     """
     scope = template.copy()
-    scope["method"] = method
+    scope["method"] = head.method
     root_path = state.root_path
     if root_path:
-        scope["path"] = root_path + path
-        scope["raw_path"] = root_path.encode() + raw_path
+        scope["path"] = root_path + head.path
+        scope["raw_path"] = root_path.encode() + head.raw_path
     else:
-        scope["path"] = path
-        scope["raw_path"] = raw_path
-    scope["query_string"] = query_string
-    scope["headers"] = headers
+        scope["path"] = head.path
+        scope["raw_path"] = head.raw_path
+    scope["query_string"] = head.query_string
+    scope["headers"] = headers = head.headers
     # Apps and middleware may write into extensions: one request's must not leak into the
     # next on this connection (the template's dict would be shared by every copy).
     extensions: dict[str, Any] = {} if tls is None else {"tls": tls.copy()}
