@@ -178,9 +178,14 @@ def run_worker(args: WorkerArgs[Config]) -> int:
     try:
         return loop.run_until_complete(WorkerRuntime(args, loop).run())
     finally:
+        # We are exiting cleanly already: a SIGTERM from here on (a whole process group
+        # signalled by systemd's KillMode=control-group, `timeout`, `kill -- -PGID`, while the
+        # master also tells this worker to stop) must not reach a handler that schedules on a
+        # loop being closed. Ignored before the close, and again after it, since closing the
+        # loop restores TERM's default action.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
-        # Closing the loop restored TERM's default action; we are exiting cleanly already.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
@@ -359,6 +364,8 @@ class WorkerRuntime:
             # An operator's SIGTERM: the drain, then lifespan shutdown's own budget.
             timeout, reason = self.config.graceful_timeout, "SIGTERM"
             deadline = timeout + self.args.shutdown_budget + ORPHAN_EXIT_MARGIN
+        if self.loop.is_closed():
+            return  # the worker is past its loop: it exits on its own
         self.arm_hard_deadline(deadline)
         self.loop.call_soon_threadsafe(self.request_stop, timeout, reason)
 
