@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from asynccluster import exitcodes
 from asynccluster.cli import describe, diagnose, logs, manage, run, saved, start
 from asynccluster.cli.parser import Parser, parse_args
+from asynccluster.config import ConfigError
 from asynccluster.contracts.version import __version__
 
 
@@ -54,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exitcodes.USAGE
     try:
         result: int = args.func(args)
+    except ConfigError as exc:
+        # A setting's value (flag, env, file) is wrong: the same answer as an unknown flag,
+        # `asynccluster run: error: ...`, exit 2 (issue 10, newcomer trial).
+        parser.command_parser(args).error(str(exc))
     except BrokenPipeError:
         # The reader went away (`asynccluster status | head`): no traceback. stdout now goes to
         # /dev/null so the interpreter's last flush cannot raise again; 1, as Python's own

@@ -86,8 +86,8 @@ def command_config(args: argparse.Namespace) -> Config:
     """Settings for a management command: its flags > env > config file (as for `run`)."""
     try:
         return config_from_args(args)[0]
-    except ConfigError as exc:
-        raise ControlError(str(exc)) from None
+    except ConfigError as exc:  # a wrong setting is bad input: exit 2, like `run`'s
+        raise ControlError(str(exc), usage=True) from None
 
 
 def connect(args: argparse.Namespace) -> ControlClient:
@@ -132,6 +132,13 @@ def output_width() -> int:
     return fmt.STATUS_WIDTH
 
 
+def prog(args: argparse.Namespace) -> str:
+    """The command's name in its messages, as argparse's (``asynccluster scale``): one prefix for
+    a wrong flag and a wrong value (issue 10, newcomer trial)."""
+    command = getattr(args, "command", None)
+    return f"asynccluster {command}" if command else "asynccluster"
+
+
 def guard(command: Command) -> Command:
     """Turn ControlError into one line on stderr and the exit status (1, or 2 for bad input)."""
 
@@ -139,7 +146,7 @@ def guard(command: Command) -> Command:
         try:
             code: int = command(args)
         except ControlError as exc:
-            print(f"asynccluster: error: {exc}", file=sys.stderr)
+            print(f"{prog(args)}: error: {exc}", file=sys.stderr)
             return exitcodes.USAGE if exc.usage else exitcodes.ERROR
         except KeyboardInterrupt:
             print("asynccluster: interrupted (an operation already sent continues in the master)", file=sys.stderr)
@@ -160,6 +167,7 @@ __all__ = [
     "guard",
     "live_names",
     "output_width",
+    "prog",
     "running_clusters",
     "status_of",
 ]

@@ -1,9 +1,11 @@
-"""What to say about a command-line flag we do not have (issue 8 item 9).
+"""What to say about a command-line flag, value or command we do not have (issue 8 item 9).
 
 argparse would either guess (prefix matching: ``--reload`` read as ``--reload-batch``) or
 answer a bare "unrecognized arguments". The CLI turns prefix matching off and asks
 :func:`advice` instead: uvicorn's and gunicorn's flags get what to use here (or "not supported
-yet"), from one table; anything else gets the closest flags we do have.
+yet"), from one table; anything else gets the closest flags we do have. A value outside a flag's
+choices (uvicorn's ``--http httptools``) and a misspelt command (``stauts``) get the same kind of
+answer from :func:`choice_advice` (issue 10, newcomer trial).
 """
 
 from __future__ import annotations
@@ -84,9 +86,12 @@ def flag_of(arg: str) -> str:
     return arg[:2]
 
 
-def advice(arg: str, known: Collection[str]) -> str:
-    """One line about an argument the parser did not recognize; ``known``: its real flags."""
+def advice(arg: str, known: Collection[str], top_level: Collection[str] = (), prog: str = "asynccluster") -> str:
+    """One line about an argument the parser did not recognize; ``known``: its real flags;
+    ``top_level``: the flags of the command ``prog`` itself, said so rather than matched."""
     flag = flag_of(arg)
+    if flag in top_level and flag not in known:
+        return top_level_advice(flag, prog)
     hint = FOREIGN_FLAGS.get(flag)
     if hint is not None and flag not in known:
         return f"unknown option {flag}: {hint}"
@@ -96,3 +101,30 @@ def advice(arg: str, known: Collection[str]) -> str:
     if close:
         return f"unknown option {flag}: did you mean {' or '.join(close)}?"
     return f"unknown option {flag} (see --help)"
+
+
+# uvicorn's values of flags we share, with what to do instead (the value is refused: argparse
+# choices). uvicorn's --ws has no counterpart at all: FOREIGN_FLAGS above.
+FOREIGN_VALUES: dict[tuple[str, str], str] = {
+    ("--http", "httptools"): "HTTP/1.1 is always parsed by httptools here: use --http 1.1 (or auto)",
+    ("--http", "h11"): "not available: HTTP/1.1 is always parsed by httptools; use --http 1.1 (or auto)",
+    ("--loop", "none"): "not supported: each worker sets up its own event loop; use --loop auto, uvloop or asyncio",
+}
+
+
+def top_level_advice(flag: str, prog: str) -> str:
+    """A flag of the command itself given after a subcommand (`asynccluster run --version`)."""
+    return f"{flag} is a top-level flag: {prog} {flag}"
+
+
+def choice_advice(flag: str | None, value: str, choices: Collection[str]) -> str:
+    """One line about ``value`` outside ``choices``: of the option ``flag``, or, with ``flag``
+    None, of the subcommands (``asynccluster stauts`` -> did you mean 'status'?)."""
+    hint = FOREIGN_VALUES.get((flag, value)) if flag else None
+    head = f"unknown command {value!r}" if flag is None else f"argument {flag}: invalid choice: {value!r}"
+    if hint is not None:
+        return f"{head}: {hint}"
+    close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
+    if close:
+        return f"{head}: did you mean {close[0]!r}?"
+    return f"{head} (choose from {', '.join(map(repr, choices))})"

@@ -30,6 +30,7 @@ from asynccluster.cli.common import (
     guard,
     live_names,
     output_width,
+    prog,
     running_clusters,
 )
 from asynccluster.cli.parser import add_common_arguments
@@ -147,7 +148,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     elif gone:
         print(f"stopped {client.name} (pid {pid}) in {elapsed:.1f} s")
     else:
-        print(f"asynccluster: error: {client.name} (pid {pid}) is still running after {elapsed:.1f} s", file=sys.stderr)
+        print(f"{prog(args)}: error: {client.name} (pid {pid}) is still running after {elapsed:.1f} s", file=sys.stderr)
     return exitcodes.OK if gone else exitcodes.ERROR
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from asynccluster import exitcodes
-from asynccluster.cli.flags import advice
+from asynccluster.cli.flags import advice, choice_advice
 from asynccluster.config import (
     Config,
     ConfigError,
@@ -62,6 +62,17 @@ class Parser(argparse.ArgumentParser):
         """The message and where to look, without argparse's usage dump: `run` has some eighty
         options, and the advice on a uvicorn flag was the last of fifty lines (newcomer trial)."""
         self.exit(exitcodes.USAGE, f"{self.prog}: error: {message}\n(all options: {self.prog} --help)\n")
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        """A value outside ``action``'s choices: argparse's own hook (unchanged since 3.2), here
+        so that the answer says what to use (cli/flags.py's choice_advice) rather than only
+        listing the choices: ``--http httptools``, ``asynccluster stauts`` (issue 10)."""
+        choices = action.choices
+        if choices is None or value in choices:
+            return
+        command = isinstance(action, argparse._SubParsersAction)
+        flag = None if command else (action.option_strings or [action.dest])[-1]
+        raise argparse.ArgumentError(None, choice_advice(flag, value, list(choices)))
 
     def option_strings(self) -> set[str]:
         """Every flag this parser knows (help-suppressed ones included)."""
@@ -137,7 +148,8 @@ def parse_args(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         command = parser.command_parser(args)
-        command.error(advice(unknown[0], command.option_strings()))
+        top_level = parser.option_strings() if command is not parser else ()
+        command.error(advice(unknown[0], command.option_strings(), top_level, parser.prog))
     return args
 
 

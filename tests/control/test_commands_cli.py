@@ -130,7 +130,7 @@ def test_a_failed_reload_exits_non_zero(env: Env, monkeypatch: pytest.MonkeyPatc
 def test_bad_input_exits_2_with_a_message(env: Env, argv: tuple[str, ...], message: str) -> None:
     code, out, err = env.run(*argv)
     assert code == 2 and out == ""
-    assert message in err and err.startswith("asynccluster: error: ")
+    assert message in err and err.startswith(f"asynccluster {argv[0]}: error: ")  # argparse's prefix
     assert env.supervisor.calls == []
 
 
