@@ -46,6 +46,7 @@ from typing import Any
 from asynccluster.config import Config
 from asynccluster.contracts.spawn import WorkerArgs
 from asynccluster.exitcodes import APP_IMPORT, OK
+from asynccluster.master.process import describe_exit
 
 logger = logging.getLogger("asynccluster.master")
 
@@ -53,6 +54,15 @@ FORK_TIMEOUT = 10.0  # seconds the helper gets to answer a fork request (it answ
 REAP_RECHECK = 0.02  # seconds: the helper closed its socket a hair before waitpid can see it
 MAX_MESSAGE = 1 << 16  # bytes of one message from the helper (small tuples)
 EXIT_UNKNOWN = 255  # a worker whose helper died: its exit status is lost (as for multiprocessing)
+RETRY_FIRST = 1.0  # seconds before the first re-preload after a failed one
+RETRY_CAP = 60.0  # seconds: the longest wait between re-preloads while the code on disk is broken
+STILL_FAILING_EVERY = 60.0  # seconds between "still failing" lines of one failure streak
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the next re-preload after ``failures`` (>= 1) failed ones in a row:
+    1, 2, 4 ... capped at 60 (each try re-imports the app: a CPU-second for FastAPI)."""
+    return min(RETRY_CAP, RETRY_FIRST * 2 ** min(max(failures - 1, 0), 16))
 
 
 class PreloadError(RuntimeError):
@@ -248,7 +258,9 @@ class ForkHelper:
             return
         self._process.close()
         if not self.ready.done():
-            self.ready.set_result(f"the preload helper (pid {self.pid}) exited with code {exitcode} while importing")
+            self.ready.set_result(
+                f"the preload helper (pid {self.pid}) exited with {describe_exit(exitcode)} while importing"
+            )
         if self.on_gone is not None:
             self.on_gone(self, exitcode)
 
@@ -270,6 +282,7 @@ class Preloader:
         self._generation = 0
         self._restarting: asyncio.Task[str] | None = None
         self.closed = False
+        self.streak = FailureStreak()  # failed re-preloads in a row (the code on disk is broken)
 
     async def start(self) -> int:
         """The first helper (startup): OK (0) once it imported the app; else the error is
@@ -297,6 +310,7 @@ class Preloader:
         if self.current is not None:
             self.current.retire()
         self.current, self.staged = self.staged, None
+        self._succeeded()
 
     def rollback(self) -> None:
         """The reload failed: its helper retires (its candidates drain); the old one stays."""
@@ -332,6 +346,7 @@ class Preloader:
             helper.retire()
         if self._restarting is not None:
             self._restarting.cancel()
+        self.streak.cancel()
 
     # -- helpers
 
@@ -364,8 +379,8 @@ class Preloader:
         self.helpers.discard(helper)
         if helper.retired or self.closed or helper.ready.result():  # failed imports are reported by start/stage
             return
-        logger.error("the preload helper (pid %d) exited with code %d; workers are spawned (each imports the "
-                     "app) until a new helper has imported it", helper.pid, exitcode)  # fmt: skip
+        logger.error("the preload helper (pid %d) exited with %s; workers are spawned (each imports the app from "
+                     "disk) until a new helper has imported it", helper.pid, describe_exit(exitcode))  # fmt: skip
         if helper is self.staged:
             self.staged = None
         if helper is self.current:
@@ -374,8 +389,9 @@ class Preloader:
 
     def _restart(self) -> None:
         """A new current helper in the background; forks fail (and are retried by the
-        supervisor's respawn backoff) until it is ready."""
-        if self._restarting is not None or self.closed:
+        supervisor's respawn backoff) until it is ready. After a failed re-preload the next
+        try waits for the streak's timer: asking spawns must not re-import a broken app."""
+        if self._restarting is not None or self.closed or self.streak.timer is not None:
             return
         self._restarting = self.loop.create_task(self._replace_current())
 
@@ -383,17 +399,64 @@ class Preloader:
         try:
             helper = await self._new_helper()
             if helper is None:
-                logger.error("error: could not preload the app again (workers are spawned meanwhile): %s",
-                             self._last_error)  # fmt: skip
+                self._failed_again()
                 return self._last_error
             if self.current is None or not self.current.alive:  # (not yet reaped: the same)
                 self.current = helper
                 logger.info("workers are forked from the new preload helper (pid %d)", helper.pid)
             else:
                 helper.retire()
+            self._succeeded()
             return ""
         finally:
             self._restarting = None
+
+    def _failed_again(self) -> None:
+        """One more failed re-preload: back off (retry_delay) and say so without a flood: the
+        error once per streak (again if it changes), then at most one line a minute."""
+        streak, now = self.streak, self.loop.time()
+        streak.failures += 1
+        delay = retry_delay(streak.failures)
+        streak.timer = self.loop.call_later(delay, self._retry)
+        if streak.failures == 1 or self._last_error != streak.error:
+            streak.error, streak.logged_at = self._last_error, now
+            if streak.failures == 1:
+                streak.since = now
+            logger.error("error: could not preload the app again (workers are spawned from disk meanwhile; "
+                         "next try in %.0f s): %s", delay, self._last_error.rstrip())  # fmt: skip
+        elif now - streak.logged_at >= STILL_FAILING_EVERY:
+            streak.logged_at = now
+            logger.warning("the app still cannot be preloaded (%d tries in %.0f s, same error); next try in %.0f s",
+                           streak.failures, now - streak.since, delay)  # fmt: skip
+
+    def _retry(self) -> None:
+        self.streak.timer = None
+        if not self.closed and (self.current is None or not self.current.alive):
+            self._restart()
+
+    def _succeeded(self) -> None:
+        """A helper imported the app (a re-preload or a reload): the streak is over."""
+        if self.streak.failures:
+            logger.info("the app is preloaded again after %d failed tries", self.streak.failures)
+        self.streak.cancel()
+        self.streak = FailureStreak()
+
+
+@dataclasses.dataclass
+class FailureStreak:
+    """Failed re-preloads in a row: ``failures``, the last ``error`` logged, when the streak
+    began and was last logged (loop.time() seconds), and the timer of the next try."""
+
+    failures: int = 0
+    error: str = ""
+    since: float = 0.0
+    logged_at: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 def preloaded(preload: Preloader | None) -> set[int]:

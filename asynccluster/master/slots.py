@@ -345,6 +345,11 @@ class SlotTable(Mapping[int, Slot]):
         if slot.summarised_at is not None and now - slot.summarised_at < window:
             return
         slot.summarised_at = now
+        if slot.failures:  # its last worker died before it was ready: no request was involved
+            logger.error("worker slot %d failed to start %d times in %.0f s (the app's import or startup "
+                         "fails; see the error above); last exit: %s",
+                         slot.index, count, window, slot.last_exit)  # fmt: skip
+            return
         logger.error("worker slot %d crashed %d times in %.0f s (a request that crashes workers?); last exit: %s",
                      slot.index, count, window, slot.last_exit)  # fmt: skip
 

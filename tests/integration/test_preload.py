@@ -161,3 +161,50 @@ def test_the_helper_and_its_workers_leave_with_a_killed_master(cluster_factory: 
     os.kill(cluster.pid, signal.SIGKILL)  # no stop: the helper's parent-death signal, then the workers'
     cluster.wait_exit()
     wait_until(lambda: all(process_gone(pid) for pid in [helper, *workers.values()]), "helper and workers to exit")
+
+
+BROKEN = """
+import multiprocessing
+import os
+
+with open({path!r}, "a") as marks:  # who tried to import the broken code
+    marks.write(multiprocessing.current_process().name + "\\n")
+raise RuntimeError("broken on disk")
+"""
+
+
+def broken_tries(path: Path) -> list[str]:
+    """The processes that imported the broken code: preload helpers and spawned workers."""
+    return path.read_text().split() if path.exists() else []
+
+
+def test_a_helper_lost_while_the_code_on_disk_is_broken_is_retried_with_backoff(
+    cluster_factory: Any, tmp_path: Path
+) -> None:
+    """Issue 16 (newcomer's run): the re-preload of a broken app was retried about once a
+    second, each try logged and re-importing the app. Now: 1, 2, 4 ... 60 s apart, the error
+    logged once per streak, the streak ends when the code on disk imports again."""
+    cluster, mark_file = start(cluster_factory, tmp_path, workers=1)
+    cluster.wait_ready()
+    [helper] = marks(mark_file)
+    tries_file = tmp_path / "broken-tries.txt"
+    (tmp_path / "preloaded_app.py").write_text(BROKEN.format(path=str(tries_file)))
+    mark = cluster.mark()
+    os.kill(helper, signal.SIGKILL)
+    cluster.wait_for(r"the preload helper \(pid \d+\) exited with signal SIGKILL", start=mark)
+
+    def helper_tries() -> list[str]:
+        return [name for name in broken_tries(tries_file) if name.startswith("asynccluster-preload")]
+
+    # Three failed re-preloads: at about 0, 1 and 3 s (the next one waits 4 s).
+    wait_until(lambda: len(helper_tries()) >= 3 or None, "three re-preload tries", timeout=60)
+    errors = [line for line in cluster.lines[mark:] if "could not preload the app again" in line]
+    assert len(errors) == 1, errors  # once per streak, not once per try
+    assert "next try in 1 s" in errors[0] and "broken on disk" in errors[0], errors[0]
+    assert not any("a request that crashes" in line for line in cluster.lines[mark:])
+
+    write_app(tmp_path, "fixed")  # the code on disk imports again: the next try ends the streak
+    cluster.wait_for(r"the app is preloaded again after \d+ failed tries", start=mark, timeout=60)
+    cluster.wait_for(r"workers are forked from the new preload helper", start=mark, timeout=60)
+    serves(cluster, "fixed")
+    assert cluster.stop() == 0

@@ -146,6 +146,23 @@ async def test_never_ready_deaths_back_off_and_reset_once_a_worker_is_ready() ->
     await stop(supervisor, task)
 
 
+async def test_deaths_before_ready_are_summarised_as_failed_starts_not_requests(caplog: Any) -> None:
+    """Workers that never became ready (an import broken on disk, --preload's helper gone):
+    the summary says they failed to start, not that a request crashes them (issue 16)."""
+    spawner = FakeSpawner()
+    supervisor = make(spawner, workers=2, timing=dataclasses.replace(FAST, respawn_budget=10))
+    task = await started(supervisor, spawner)
+    slot = supervisor.slots[0]
+    spawner.on_spawn = lambda p: p.later(p.exit, 1) if p.slot == 0 else p.later(p.ready)
+    current(supervisor, 0).exit(-signal.SIGKILL)  # served; its replacements never start
+    await spawner.until(lambda: len(slot.crashes) >= FAST.crash_summary and slot.failures >= 2)
+    summaries = [r.getMessage() for r in caplog.records if "worker slot 0" in r.getMessage()]
+    assert summaries and "failed to start" in summaries[-1], summaries
+    assert not any("a request that crashes" in line for line in summaries[1:]), summaries
+    spawner.on_spawn = lambda p: p.later(p.ready)
+    await stop(supervisor, task)
+
+
 async def test_the_floor_respawns_quickly_when_no_worker_is_up() -> None:
     """Both slots over their budget: once no worker is ready, both respawn within floor_delay."""
     spawner = FakeSpawner()
