@@ -4,6 +4,7 @@ do, in one style (``asynccluster CMD: error: ...``, exit 2), and watcher flags w
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,15 @@ from asynccluster.cli import main
 from asynccluster.cli.flags import FOREIGN_VALUES, choice_advice
 from asynccluster.cli.run import WATCH_SETTINGS, reload_warning
 from asynccluster.config import Config, flag_name
+
+
+@pytest.fixture(autouse=True)
+def no_settings_from_outside(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The answers compared here are the whole stderr: no ASYNCCLUSTER_* variable of the
+    caller's (an unknown one adds a warning) and no config file of the checkout."""
+    for key in [key for key in os.environ if key.startswith("ASYNCCLUSTER_") or key == "WEB_CONCURRENCY"]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -111,9 +121,8 @@ def test_version_after_a_command_points_to_the_top(command: str, capsys: pytest.
     ],
 )
 def test_a_wrong_value_is_answered_like_a_wrong_flag(
-    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.chdir(tmp_path)  # no config file of the checkout is found
     code, out, err = run_cli(argv, capsys)
     flag_code, _, flag_err = run_cli(["run", "m:app", "--nope"], capsys)
     assert code == flag_code == exitcodes.USAGE and out == ""

@@ -31,6 +31,9 @@ def run(command: list[str], tmp_path: Path) -> tuple[int, str, str]:
         (["status", "--help"], exitcodes.OK),
         (["run", "--bind", "0:80"], exitcodes.USAGE),  # a gunicorn flag: the advice, exit 2
         (["scale"], exitcodes.USAGE),  # a missing argument
+        (["stauts"], exitcodes.USAGE),  # a misspelt command: did you mean 'status'?
+        (["run", "--workers", "two", "m:app"], exitcodes.USAGE),  # a wrong value: as a wrong flag
+        (["run", "--reload-dir", ".", "--print-config"], exitcodes.OK),  # warns, as uvicorn
     ],
     ids=lambda value: " ".join(value) if isinstance(value, list) else str(value),
 )
