@@ -68,12 +68,41 @@ class WorkerStatus:
 
 
 @dataclass(frozen=True)
+class SlotWaiting:
+    """A slot with no worker, waiting for its respawn (a backoff, issue 9): ``respawn_in``
+    seconds from now (rounded to 0.1 s); ``restarts`` and ``last_exit`` as for its workers."""
+
+    slot: int
+    respawn_in: float
+    restarts: int
+    last_exit: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "slot": self.slot,
+            "respawn_in": self.respawn_in,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SlotWaiting:
+        return cls(
+            slot=int(data["slot"]),
+            respawn_in=float(data.get("respawn_in") or 0.0),
+            restarts=int(data.get("restarts") or 0),
+            last_exit=str(data.get("last_exit") or ""),
+        )
+
+
+@dataclass(frozen=True)
 class ClusterStatus:
     """The whole cluster: who (``name``, ``app``, ``pid``), where (``address``, ``listener``:
     "reuseport" or "shared", ``log_file``), since when (``started_at``: wall clock; ``uptime``:
     seconds), how (``state``, ``ready``: /readyz's answer, ``desired_workers``), the workers,
-    each slot's accept queue depth (``accept_queue``: slot as a string -> queued connections)
-    and the grouped app exceptions without tracebacks (``error_groups``, issue 15)."""
+    each slot's accept queue depth (``accept_queue``: slot as a string -> queued connections),
+    the grouped app exceptions without tracebacks (``error_groups``, issue 15) and the slots
+    with no worker that wait for a respawn (``respawning``: counted in ``desired_workers``)."""
 
     name: str
     app: str
@@ -89,6 +118,7 @@ class ClusterStatus:
     workers: list[WorkerStatus] = field(default_factory=list)
     accept_queue: dict[str, int] = field(default_factory=dict)
     error_groups: list[dict[str, Any]] = field(default_factory=list)
+    respawning: list[SlotWaiting] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,6 +136,7 @@ class ClusterStatus:
             "workers": [worker.to_dict() for worker in self.workers],
             "accept_queue": dict(self.accept_queue),
             "error_groups": list(self.error_groups),
+            "respawning": [slot.to_dict() for slot in self.respawning],
         }
 
     @classmethod
@@ -126,7 +157,8 @@ class ClusterStatus:
             workers=[WorkerStatus.from_dict(worker) for worker in data.get("workers") or []],
             accept_queue={str(slot): int(depth) for slot, depth in (data.get("accept_queue") or {}).items()},
             error_groups=list(data.get("error_groups") or []),
+            respawning=[SlotWaiting.from_dict(slot) for slot in data.get("respawning") or []],
         )
 
 
-__all__ = ["ClusterStatus", "WorkerStatus"]
+__all__ = ["ClusterStatus", "SlotWaiting", "WorkerStatus"]

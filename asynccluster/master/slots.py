@@ -326,6 +326,16 @@ class SlotTable(Mapping[int, Slot]):
         slot.restarts += 1
         self.start(slot)
 
+    def waiting(self) -> list[tuple[Slot, float]]:
+        """The active slots with no live worker that wait for a respawn timer, with the
+        seconds left (the status shows them: a backoff is not a missing slot)."""
+        now = self._loop().time()
+        return [
+            (slot, max(0.0, slot.respawn_timer.when() - now))
+            for slot in self._slots.values()
+            if slot.respawn_timer is not None and not slot.retiring and not slot.live()
+        ]
+
     def cancel_respawns(self) -> None:
         for slot in self._slots.values():
             slot.cancel_respawn()

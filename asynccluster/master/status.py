@@ -12,7 +12,7 @@ from typing import Any
 
 from asynccluster.config import Config
 from asynccluster.contracts.states import ClusterState, WorkerState
-from asynccluster.contracts.status import ClusterStatus, WorkerStatus
+from asynccluster.contracts.status import ClusterStatus, SlotWaiting, WorkerStatus
 from asynccluster.master.process import WorkerHandle
 from asynccluster.master.slots import Slot, SlotTable
 
@@ -65,4 +65,8 @@ def cluster_status(
         accept_queue=queues,
         # Grouped app exceptions without their tracebacks (issue 15): Prometheus and the dashboard.
         error_groups=error_groups,
+        respawning=[
+            SlotWaiting(slot=slot.index, respawn_in=round(left, 1), restarts=slot.restarts, last_exit=slot.last_exit)
+            for slot, left in sorted(slots.waiting(), key=lambda item: item[0].index)
+        ],
     )

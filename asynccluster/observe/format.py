@@ -97,12 +97,19 @@ def ls_row(view: dict[str, Any]) -> dict[str, Any]:
         "pid": view.get("pid"),
         "state": view.get("state"),
         "workers_ready": totals.get("workers_ready", 0),
-        "workers_total": totals.get("workers_total", 0),
+        "workers_total": workers_wanted(view),
         "address": view.get("address"),
         "uptime": view.get("uptime"),
         "admin": view.get("admin"),
         "control_socket": view.get("control_socket"),
     }
+
+
+def workers_wanted(view: dict[str, Any]) -> int:
+    """The denominator of "N/M ready": the desired count, which includes slots waiting for a
+    respawn (a backoff), or more while a reload's candidates run next to the old workers."""
+    totals = view.get("totals") or {}
+    return max(int(view.get("desired_workers") or 0), int(totals.get("workers_total") or 0))
 
 
 def ls_text(rows: Sequence[dict[str, Any]]) -> str:
@@ -171,6 +178,16 @@ def worker_cells(worker: dict[str, Any]) -> list[str]:
     ]
 
 
+def waiting_cells(slot: dict[str, Any]) -> list[str]:
+    """A slot with no worker that waits for its respawn (status["respawning"][i])."""
+    cells = [MISSING] * len(STATUS_HEADERS)
+    cells[0] = count(slot.get("slot"))
+    cells[2] = f"respawning in {duration(slot.get('respawn_in'))}"
+    cells[4] = count(slot.get("restarts", 0))
+    cells[5] = _OWN_NAME.sub("", last_exit(slot.get("last_exit")))
+    return cells
+
+
 def status_text(view: dict[str, Any], width: int = STATUS_WIDTH) -> str:
     """The status page, no line wider than ``width`` (issue 11: it fits 100 columns)."""
     totals = view.get("totals") or {}
@@ -184,7 +201,7 @@ def status_text(view: dict[str, Any], width: int = STATUS_WIDTH) -> str:
     lines += wrap_fields(
         "workers  ",
         [
-            f"{totals.get('workers_ready', 0)}/{totals.get('workers_total', 0)} ready",
+            f"{totals.get('workers_ready', 0)}/{workers_wanted(view)} ready",
             f"{totals.get('requests', 0)} requests",
             f"{rate(totals.get('req_per_s'))} req/s",
             f"{totals.get('in_flight', 0)} in flight",
@@ -200,9 +217,10 @@ def status_text(view: dict[str, Any], width: int = STATUS_WIDTH) -> str:
         lines.append(f"admin    http://{view['admin']}/metrics")
     if view.get("log_file"):
         lines.append(f"log      {view['log_file']}")
-    workers = sorted(view.get("workers", []), key=lambda w: (w.get("slot", 0), w.get("incarnation", 0)))
+    rows = [(w.get("slot", 0), w.get("incarnation", 0), worker_cells(w)) for w in view.get("workers", [])]
+    rows += [(s.get("slot", 0), 0, waiting_cells(s)) for s in view.get("respawning") or []]
     lines.append("")
-    lines.extend(fit_table(STATUS_HEADERS, [worker_cells(w) for w in workers], STATUS_LAYOUT, width))
+    lines.extend(fit_table(STATUS_HEADERS, [cells for *_, cells in sorted(rows)], STATUS_LAYOUT, width))
     return "\n".join(line[:width] for line in lines)
 
 

@@ -14,10 +14,13 @@ import pytest
 from asynccluster import exitcodes
 from asynccluster.config import Config
 from asynccluster.contracts.messages import Stop
+from asynccluster.contracts.status import ClusterStatus
 from asynccluster.master.policy import Timing
 from asynccluster.master.signals import SignalRouter
 from asynccluster.master.stopping import kill_delay
 from asynccluster.master.supervisor import Supervisor
+from asynccluster.observe.aggregate import totals
+from asynccluster.observe.format import status_text
 from tests.master.fakes import FakeProcess, FakeSpawner, fail_with
 
 FAST = Timing(
@@ -160,6 +163,28 @@ async def test_deaths_before_ready_are_summarised_as_failed_starts_not_requests(
     assert summaries and "failed to start" in summaries[-1], summaries
     assert not any("a request that crashes" in line for line in summaries[1:]), summaries
     spawner.on_spawn = lambda p: p.later(p.ready)
+    await stop(supervisor, task)
+
+
+async def test_status_lists_a_slot_waiting_for_its_respawn() -> None:
+    """Issue 16 (newcomer): a slot in backoff vanished from ``status`` ("workers 1/1 ready"
+    with two desired). It is counted and listed with the time left, in JSON and in text."""
+    spawner = FakeSpawner()
+    timing = dataclasses.replace(FAST, respawn_budget=0, backoff_base=50.0, backoff_cap=50.0)
+    supervisor = make(spawner, workers=2, timing=timing)
+    task = await started(supervisor, spawner)
+    current(supervisor, 0).exit(-signal.SIGKILL)  # slot 1 still serves: slot 0 backs off 50 s
+    assert supervisor.slots[0].respawn_timer is not None
+    status = supervisor.status()
+    [waiting] = status["respawning"]
+    assert waiting["slot"] == 0 and 0 < waiting["respawn_in"] <= 50
+    assert "signal SIGKILL" in waiting["last_exit"]
+    assert ClusterStatus.from_dict(status).respawning[0].slot == 0  # the wire format round-trips
+    view = {**status, "totals": totals(status["workers"])}
+    text = status_text(view)
+    assert "1/2 ready" in text, text
+    row = next(line for line in text.splitlines() if "respawning in" in line)
+    assert row.split()[0] == "0" and "SIGKILL" in row, row
     await stop(supervisor, task)
 
 
