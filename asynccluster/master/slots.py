@@ -212,7 +212,7 @@ class SlotTable(Mapping[int, Slot]):
         error = failure_reason(candidate)
         self.abort(slot, f"{reason} aborted")
         old_pid = slot.current.pid if slot.current is not None else 0
-        first = error.splitlines()[0]
+        first = headline(error)
         message = f"worker {slot.index} was not replaced ({reason}): {first}; pid {old_pid} keeps serving"
         logger.error("%s", message)
         return RestartResult(False, slot.index, old_pid, 0, round(self._clock() - started, 3), error, message)
@@ -428,6 +428,17 @@ async def wait_ready(handle: WorkerHandle) -> bool:
     --ready-timeout, so this always ends)."""
     assert handle.ready_future is not None
     return await asyncio.shield(handle.ready_future)
+
+
+def headline(error: str) -> str:
+    """The first line of ``error`` plus the location line an import error carries ("at
+    file:line: code", importer.py): a reload onto a SyntaxError names its file and line as the
+    start does (issue 16, newcomer). One line, for a verb's log line and message."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    where = next((line for line in lines[1:] if line.startswith("at ")), "")
+    return f"{lines[0]} {where}" if where else lines[0]
 
 
 def failure_reason(handle: WorkerHandle) -> str:

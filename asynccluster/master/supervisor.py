@@ -48,7 +48,7 @@ from asynccluster.master.diagnose import Diagnostics
 from asynccluster.master.policy import Timing, recycle_reason, worker_limit
 from asynccluster.master.preload import Preloader
 from asynccluster.master.process import Spawner, WorkerHandle, WorkerInfo, describe_exit
-from asynccluster.master.slots import STOPPING, Slot, SlotTable
+from asynccluster.master.slots import STOPPING, Slot, SlotTable, headline
 from asynccluster.master.status import cluster_status
 from asynccluster.master.stopping import Stopping, plural
 from asynccluster.master.tasks import Tasks
@@ -431,7 +431,7 @@ class Supervisor:
                 self.slots.abort(slot, "reload rolled back")
             if self.preload is not None:
                 self.preload.rollback()  # the old code's helper stays
-            message = f"reload aborted: {error.splitlines()[0]}; rolled back, the old workers keep serving"
+            message = f"reload aborted: {headline(error)}; rolled back, the old workers keep serving"
             logger.error("%s", message)
             return ReloadResult(False, 0, total, seconds, error, message)
         pids = {slot.index: list(self.slots.commit(slot, "reload")) for slot in slots}
@@ -482,7 +482,7 @@ class Supervisor:
             return ScaleResult(True, before, count, message=f"scaled {before} -> {count} workers")
         if not self.stopping:
             await self.slots.shrink(before)
-        message = f"scale to {count} failed: {error.splitlines()[0]}; rolled back to {before} workers"
+        message = f"scale to {count} failed: {headline(error)}; rolled back to {before} workers"
         logger.error("%s", message)
         return ScaleResult(False, before, before, error=error, message=message)
 

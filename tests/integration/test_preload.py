@@ -13,6 +13,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import ClusterProcess, get_json, process_gone
 from tests.waiting import wait_until
 
@@ -53,11 +55,13 @@ def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def start(cluster_factory: Any, tmp_path: Path, workers: int = 2) -> tuple[ClusterProcess, Path]:
+def start(
+    cluster_factory: Any, tmp_path: Path, workers: int = 2, *, preload: bool = True
+) -> tuple[ClusterProcess, Path]:
     write_app(tmp_path, "one")
     mark_file = tmp_path / "imports.txt"
     cluster = cluster_factory(
-        "preloaded_app:app", "--preload", "--workers", str(workers), "--app-dir", str(tmp_path),
+        "preloaded_app:app", *(["--preload"] if preload else []), "--workers", str(workers), "--app-dir", str(tmp_path),
         "--no-access-log", "--name", f"preload-{os.getpid()}-{tmp_path.name}",
         env={"PRELOAD_MARKS": str(mark_file), "PYTHONDONTWRITEBYTECODE": "1"},
     )  # fmt: skip
@@ -207,4 +211,20 @@ def test_a_helper_lost_while_the_code_on_disk_is_broken_is_retried_with_backoff(
     cluster.wait_for(r"the app is preloaded again after \d+ failed tries", start=mark, timeout=60)
     cluster.wait_for(r"workers are forked from the new preload helper", start=mark, timeout=60)
     serves(cluster, "fixed")
+    assert cluster.stop() == 0
+
+
+@pytest.mark.parametrize("preload", [True, False], ids=["preload", "spawn"])
+def test_a_reload_onto_a_syntax_error_names_its_file_and_line(
+    cluster_factory: Any, tmp_path: Path, preload: bool
+) -> None:
+    """Issue 16 (newcomer): the start says where a SyntaxError is; a reload said only
+    "SyntaxError: invalid syntax". Both modes now carry the file and line."""
+    cluster, _ = start(cluster_factory, tmp_path, workers=1, preload=preload)
+    cluster.wait_ready()
+    (tmp_path / "preloaded_app.py").write_text("x = 1\ndef broken(:\n")
+    mark = cluster.mark()
+    cluster.signal(signal.SIGHUP)
+    line = cluster.wait_for(r"reload aborted", start=mark, timeout=60).string
+    assert "SyntaxError" in line and f"{tmp_path / 'preloaded_app.py'}:2" in line, line
     assert cluster.stop() == 0
