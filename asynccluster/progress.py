@@ -8,7 +8,7 @@ since the command started::
     [  0.0s] worker 0 (pid 2211, incarnation 2) started
     [  0.7s] worker 0 (pid 2211, incarnation 2) ready in 0.70 s
     [  1.4s] worker 0 (pid 2180, incarnation 1) exited with exit code 0 after 95.2 s (retired: reload)
-    reloaded 2/2 workers in 1.4 s, 0 failures
+    reloaded 2/2 workers, 0 failures: new workers ready in 1.4 s, then the old ones drain
 
 After the answer it waits, at most :data:`DRAIN_WAIT` seconds, for the old workers the
 answer names to have drained and exited, so "old pid drained" is part of the report; the

@@ -437,7 +437,9 @@ class Supervisor:
         pids = {slot.index: list(self.slots.commit(slot, "reload")) for slot in slots}
         if self.preload is not None:
             self.preload.commit()  # respawns fork the new code; the old helper leaves with its workers
-        message = f"reloaded {total}/{total} workers in {seconds:.1f} s, 0 failures"
+        # The figure is the new workers' readiness: the old ones drain after it (their exits come later).
+        ready_in = f"new workers ready in {seconds:.1f} s, then the old ones drain"
+        message = f"reloaded {total}/{total} workers, 0 failures: {ready_in}"
         logger.info("%s", message)
         return ReloadResult(True, total, total, seconds, "", message, pids)
 

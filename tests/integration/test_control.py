@@ -209,7 +209,8 @@ def test_restart_scale_reload_report_their_outcome(web: ClusterProcess, shared_t
     before = {w["slot"]: w["pid"] for w in status(ctl, "web")["workers"]}
     done = asynccluster(ctl, "reload", "web")
     assert done.returncode == 0, done.stderr
-    assert re.search(r"reloaded 2/2 workers in [\d.]+ s, 0 failures", done.stdout)
+    reloaded_line = r"reloaded 2/2 workers, 0 failures: new workers ready in [\d.]+ s, then the old ones drain"
+    assert re.search(reloaded_line, done.stdout)
     reloaded = {w["slot"]: w["pid"] for w in status(ctl, "web")["workers"] if w["state"] == "ready"}
     assert set(reloaded) == {0, 1} and not set(reloaded.values()) & set(before.values())
 

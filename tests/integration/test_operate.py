@@ -49,7 +49,8 @@ def test_reload_and_scale_report_each_worker_then_a_final_line(cluster: tuple[Cl
     for slot, pid in before.items():  # the old pid drained, with its seconds
         drained = rf"worker {slot} \(pid {pid}, .*exited with exit code 0 after [\d.]+ s"
         assert any(re.search(drained, line) for line in lines)
-    assert re.fullmatch(r"reloaded 2/2 workers in [\d.]+ s, 0 failures", lines[-1])
+    reloaded_line = r"reloaded 2/2 workers, 0 failures: new workers ready in [\d.]+ s, then the old ones drain"
+    assert re.fullmatch(reloaded_line, lines[-1])
 
     done = cli(ctl, "scale", "op", "+1")
     assert done.returncode == 0, done.stderr
