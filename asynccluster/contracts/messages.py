@@ -230,6 +230,8 @@ def decode(body: bytes, accept: frozenset[type[Message]] | None = None) -> Messa
         obj = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MessageError(f"not JSON: {exc}") from None
+    except RecursionError:  # [[[[...]]]] nested past the interpreter's limit: still one bad frame
+        raise MessageError("not JSON: nested too deeply") from None
     return from_object(obj, accept)
 
 
@@ -290,9 +292,22 @@ def _checker(hint: Any) -> Checker:
         return lambda value, name: _expect(value, dict, name)
     if hint is float:
         return lambda value, name: float(_expect(value, (int, float), name))
-    if hint in (int, str, bool):
+    if hint is str:
+        return lambda value, name: _cut(_expect(value, str, name))
+    if hint in (int, bool):
         return lambda value, name: _expect(value, hint, name)
     raise TypeError(f"no wire check for {hint!r}")  # a new field type: add its check here
+
+
+# A text field (a stop reason, an error message) ends up in a log line: a worker, or an app
+# writing to the channel, must not be able to make one 10 KB long. Longer text is cut, not
+# refused: a long but genuine exception message still arrives, shortened.
+MAX_TEXT = 1000  # characters
+_CUT = " ...(cut)"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - len(_CUT)] + _CUT
 
 
 def _expect(value: Any, kinds: type | tuple[type, ...], name: str) -> Any:

@@ -13,6 +13,7 @@ from asynccluster.contracts import messages
 from asynccluster.contracts.messages import (
     FROM_MASTER,
     FROM_WORKER,
+    MAX_TEXT,
     Diagnose,
     DiagnoseResult,
     DumpTasks,
@@ -148,3 +149,20 @@ def test_a_kind_is_registered_once() -> None:
 def test_from_object_is_what_decode_uses_on_parsed_json() -> None:
     parsed: Any = {"type": "phase", "phase": "importing"}
     assert messages.from_object(parsed) == Phase("importing")
+
+
+def test_json_nested_past_the_recursion_limit_is_a_message_error() -> None:
+    # Found by the attack on issue 10: an app that found the channel fd wrote [[[[...]]]]; the
+    # master logged a RecursionError traceback per frame and dropped the rest of the read.
+    body = b"[" * 100_000 + b"]" * 100_000
+    with pytest.raises(MessageError, match="nested too deeply"):
+        decode(body)
+
+
+def test_a_long_text_field_is_cut_to_max_text() -> None:
+    # A forged 10,000-character stop reason was logged verbatim (a 10 KB log line).
+    message = decode(json.dumps({"type": "stopping", "reason": "x" * 10_000}).encode())
+    assert isinstance(message, Stopping)
+    assert len(message.reason) == MAX_TEXT and message.reason.endswith("...(cut)")
+    short = decode(json.dumps({"type": "stopping", "reason": "shutting down"}).encode())
+    assert isinstance(short, Stopping) and short.reason == "shutting down"
