@@ -134,12 +134,23 @@ def remove_stale(path: Path) -> bool:
 
 
 def parse_scale(count: Any, current: int) -> int:
-    """``N``, ``+N`` or ``-N`` -> the target worker count; ControlError(usage) below 1 or malformed."""
-    text = str(count).strip()
+    """``N``, ``+N`` or ``-N`` -> the target worker count; ControlError(usage) below 1 or malformed.
+
+    A relative change is text with its sign ("+2", "-1"); a JSON number is always an absolute
+    count, so ``-1`` as a number is refused like ``0`` rather than read as "one fewer".
+    """
+    if isinstance(count, bool) or not isinstance(count, (int, str)):
+        raise ControlError(f"scale: expected N, +N or -N, got {type(count).__name__}", usage=True)
+    if isinstance(count, int):
+        refusal = scale_refusal(count, current=current)
+        if refusal:
+            raise ControlError(refusal, usage=True)
+        return count
+    text = count.strip()
     # ASCII digits only (issue 9: "\\d" also takes other scripts' digits, which int() accepts),
     # and few enough of them that int() stays cheap; --max-workers bounds the rest.
     if not COUNT.fullmatch(text):
-        raise ControlError(f"scale: expected N, +N or -N (digits 0-9), got {text[:40]!r}", usage=True)
+        raise ControlError(f"scale: expected N, +N or -N (at most 9 digits 0-9), got {text[:40]!r}", usage=True)
     target = current + int(text) if text[0] in "+-" else int(text)
     refusal = scale_refusal(target, current=current)  # the one rule (contracts/results.py)
     if refusal:

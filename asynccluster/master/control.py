@@ -208,9 +208,10 @@ class ControlServer:
         return await self._timed(self.supervisor.reload())
 
     async def scale(self, args: dict[str, Any]) -> dict[str, Any]:
-        text = str(args.get("count", "")).strip()
+        count = args.get("count", "")
         current = self.supervisor.desired
-        target = parse_scale(text, current)  # the form: N, +N or -N
+        target = parse_scale(count, current)  # the form: N, +N or -N (a JSON number: N)
+        text = count.strip() if isinstance(count, str) else str(count)
         refusal = scale_refusal(target, current=current, limit=self.supervisor.max_workers)
         if refusal is not None:
             # A usage error (exit 2), before anything starts (issue 9); the supervisor applies

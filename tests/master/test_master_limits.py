@@ -181,3 +181,15 @@ def test_worker_stats_call_the_request_limit_at_exactly_n() -> None:
     for _ in range(5):
         stats.record_response(200, 0.001)
     assert calls == [3]
+
+
+@pytest.mark.parametrize(("count", "target"), [(3, 3), ("3", 3), ("+1", 3), ("-1", 1), (" 2 ", 2)])
+def test_scale_count_forms(count: object, target: int) -> None:
+    assert parse_scale(count, 2) == target
+
+
+@pytest.mark.parametrize("count", [-1, 0, True, 2.0, None, [1]])
+def test_a_json_number_is_an_absolute_count_and_other_types_are_refused(count: object) -> None:
+    # Found by the attack on issue 10: {"count": -1} was read as the text "-1", one fewer.
+    with pytest.raises(ControlError):
+        parse_scale(count, 2)
