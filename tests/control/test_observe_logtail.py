@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 from asynccluster.observe import logtail
+from tests.waiting import wait_until
 
 
 def test_last_lines_and_offset(tmp_path: Path) -> None:
@@ -38,7 +39,12 @@ def test_follow_reads_appends_and_survives_rotation(tmp_path: Path) -> None:
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
     with open(path, "a") as file:
-        file.write("one\ntw")
+        file.write("one\n")
+    # The follower opens the file on its first read: wait until it has, or a rotation before
+    # that would make it start on the new file at the old offset (seen once under load).
+    wait_until(lambda: got == ["one"], "the follower read the first line", timeout=10)
+    with open(path, "a") as file:
+        file.write("tw")
         file.flush()
         file.write("o\n")
     os.rename(path, tmp_path / "cluster.log.1")  # logrotate moves it; the cluster reopens (SIGUSR1)
