@@ -145,3 +145,23 @@ async def test_the_status_view_round_trips() -> None:
     assert [w["state"] for w in status["workers"]] == ["ready", "ready"] and status["desired_workers"] == 2
     await supervisor.stop()
     await asyncio.wait_for(task, 5)
+
+
+async def test_reloads_asked_for_while_one_waits_join_it() -> None:
+    # Found by the attack on issue 10: 30 SIGHUPs in 0.6 s ran 30 rolling reloads in a row.
+    spawner = FakeSpawner()
+    supervisor = make(spawner)
+    task = await running(supervisor, spawner)
+    async with supervisor.op_lock:  # a reload (or a scale) is running: the next one must wait
+        first = asyncio.create_task(supervisor.reload())
+        await spawner.until(lambda: supervisor._queued_reload is not None)
+        # Created before the lock is released, they run (and find the queued reload) before the
+        # lock's waiter is woken: asyncio runs ready callbacks in order.
+        joiners = [asyncio.create_task(supervisor.reload()) for _ in range(29)]
+    results = await asyncio.gather(first, *joiners)
+    assert supervisor.reload_generation == 1  # one rolling reload for thirty requests
+    assert all(r is results[0] and r.ok for r in results)
+    later = await supervisor.reload()  # asked for after that one ran: a reload of its own
+    assert later.ok and later is not results[0] and supervisor.reload_generation == 2
+    await supervisor.stop()
+    assert await asyncio.wait_for(task, 5) == exitcodes.OK
