@@ -30,6 +30,7 @@ def describe_text(view: dict[str, Any], width: int, show_all: bool) -> str:
     facts = [
         ("app", view.get("app")),
         ("address", fmt.address(view.get("address"))),
+        ("preload", fmt.preload_text(view["preload"]) if view.get("preload") else "off"),
         ("started", _when(view.get("started_at"))),
         ("version", f"asynccluster {view.get('version')}, Python {view.get('python')}"),
         ("cwd", view.get("cwd")),

@@ -102,7 +102,8 @@ class ClusterStatus:
     seconds), how (``state``, ``ready``: /readyz's answer, ``desired_workers``), the workers,
     each slot's accept queue depth (``accept_queue``: slot as a string -> queued connections),
     the grouped app exceptions without tracebacks (``error_groups``, issue 15) and the slots
-    with no worker that wait for a respawn (``respawning``: counted in ``desired_workers``)."""
+    with no worker that wait for a respawn (``respawning``: counted in ``desired_workers``);
+    ``preload``: None without --preload, else the helper's pid and its re-preload streak."""
 
     name: str
     app: str
@@ -119,6 +120,7 @@ class ClusterStatus:
     accept_queue: dict[str, int] = field(default_factory=dict)
     error_groups: list[dict[str, Any]] = field(default_factory=list)
     respawning: list[SlotWaiting] = field(default_factory=list)
+    preload: dict[str, Any] | None = None  # --preload: master/preload.py Preloader.info(); None when off
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,6 +139,7 @@ class ClusterStatus:
             "accept_queue": dict(self.accept_queue),
             "error_groups": list(self.error_groups),
             "respawning": [slot.to_dict() for slot in self.respawning],
+            "preload": dict(self.preload) if self.preload is not None else None,
         }
 
     @classmethod
@@ -158,6 +161,7 @@ class ClusterStatus:
             accept_queue={str(slot): int(depth) for slot, depth in (data.get("accept_queue") or {}).items()},
             error_groups=list(data.get("error_groups") or []),
             respawning=[SlotWaiting.from_dict(slot) for slot in data.get("respawning") or []],
+            preload=dict(data["preload"]) if data.get("preload") is not None else None,
         )
 
 

@@ -56,6 +56,7 @@ def describe(supervisor: Any, status: dict[str, Any], control_socket: str) -> di
             "log_rotation": _rotation(config),
             "log_buffer": _buffer_text(buffer),
         },
+        "preload": status.get("preload"),  # None without --preload (contracts/status.py)
         "restarts": sum(int(w.get("restarts", 0)) for w in status.get("workers", [])),
         "workers": [
             {k: w.get(k) for k in ("slot", "pid", "incarnation", "state", "uptime", "restarts", "last_exit")}

@@ -335,6 +335,19 @@ class Preloader:
             raise PreloadError("the preload helper is not running (starting a new one)")
         return helper.fork(args)
 
+    def info(self) -> dict[str, Any]:
+        """For status and describe: ``helper_pid`` (0 while none can fork), ``generation`` (1 at
+        start, +1 per helper started), ``failures`` (failed re-preloads in a row) and
+        ``retry_in`` (seconds to the next try, None when none is waiting)."""
+        helper = self.staged or self.current
+        timer = self.streak.timer
+        return {
+            "helper_pid": helper.pid if helper is not None and helper.alive else 0,
+            "generation": helper.generation if helper is not None else 0,
+            "failures": self.streak.failures,
+            "retry_in": round(max(0.0, timer.when() - self.loop.time()), 1) if timer is not None else None,
+        }
+
     def pids(self) -> set[int]:
         """The helper processes (the PID 1 reaper must leave them to us)."""
         return {helper.pid for helper in self.helpers if helper.pid}

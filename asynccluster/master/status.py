@@ -42,6 +42,7 @@ def cluster_status(
     started_at: float,
     now: float,
     error_groups: list[dict[str, Any]],
+    preload: dict[str, Any] | None = None,
 ) -> ClusterStatus:
     """The whole cluster; ``started_at`` is wall-clock, ``now`` the supervisor's clock()."""
     listeners = slots.listeners
@@ -65,6 +66,7 @@ def cluster_status(
         accept_queue=queues,
         # Grouped app exceptions without their tracebacks (issue 15): Prometheus and the dashboard.
         error_groups=error_groups,
+        preload=preload,
         respawning=[
             SlotWaiting(slot=slot.index, respawn_in=round(left, 1), restarts=slot.restarts, last_exit=slot.last_exit)
             for slot, left in sorted(slots.waiting(), key=lambda item: item[0].index)

@@ -178,6 +178,16 @@ def worker_cells(worker: dict[str, Any]) -> list[str]:
     ]
 
 
+def preload_text(preload: dict[str, Any]) -> str:
+    """--preload's state (status["preload"]): "on, helper pid 4242", or while no helper can
+    fork "on, no helper (3 failed tries, next in 8s): workers are spawned from disk"."""
+    if preload.get("helper_pid"):
+        return f"on, helper pid {preload['helper_pid']}"
+    failures = int(preload.get("failures") or 0)
+    streak = f"{failures} failed {'try' if failures == 1 else 'tries'}, next in {duration(preload.get('retry_in'))}"
+    return f"on, no helper ({streak if failures else 'starting one'}): workers are spawned from disk"
+
+
 def waiting_cells(slot: dict[str, Any]) -> list[str]:
     """A slot with no worker that waits for its respawn (status["respawning"][i])."""
     cells = [MISSING] * len(STATUS_HEADERS)
@@ -196,6 +206,7 @@ def status_text(view: dict[str, Any], width: int = STATUS_WIDTH) -> str:
         f"cluster  {view.get('name')}  (master pid {view.get('pid')}, {view.get('state')}, "
         f"up {duration(view.get('uptime'))})",
         f"app      {view.get('app') or MISSING}",
+        *([f"preload  {preload_text(view['preload'])}"] if view.get("preload") else []),
         f"address  {address(view.get('address'))}  listener {view.get('listener') or MISSING}",
     ]
     lines += wrap_fields(

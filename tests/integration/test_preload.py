@@ -8,14 +8,18 @@ Respawn and reload times are the benchmark's (benchmarks/preload_bench.py), not 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.conftest import ClusterProcess, get_json, process_gone
+from tests.integration.conftest import REPO, ClusterProcess, get_json, process_gone
 from tests.waiting import wait_until
 
 APP = """
@@ -68,6 +72,15 @@ def start(
     return cluster, mark_file
 
 
+def cli(cluster: ClusterProcess, *argv: str) -> str:
+    """One management command (the real CLI) against ``cluster``; its stdout."""
+    control = ["--control-dir", cluster.env["ASYNCCLUSTER_CONTROL_DIR"]]
+    command = [sys.executable, "-m", "asynccluster", *argv, *control]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def serves(cluster: ClusterProcess, version: str) -> dict[str, Any]:
     """A response of ``version`` (several requests: any worker answers)."""
     return wait_until(lambda: get_json(cluster.port, "/"), f"a response of {version}",
@@ -84,6 +97,11 @@ def test_workers_are_forked_from_one_import_and_respawn(cluster_factory: Any, tm
     assert {parent_of(pid) for pid in workers.values()} == {helper}
     body = serves(cluster, "one")
     assert body["ppid"] == helper
+    # describe and status say that --preload is on and which process is the helper (issue 16).
+    name = f"preload-{os.getpid()}-{tmp_path.name}"
+    assert f"on, helper pid {helper}" in cli(cluster, "describe", name)
+    assert f"preload  on, helper pid {helper}" in cli(cluster, "status", name)
+    assert json.loads(cli(cluster, "status", name, "--json"))["preload"]["helper_pid"] == helper
 
     mark = cluster.mark()
     os.kill(workers[0], signal.SIGKILL)
@@ -206,6 +224,8 @@ def test_a_helper_lost_while_the_code_on_disk_is_broken_is_retried_with_backoff(
     assert len(errors) == 1, errors  # once per streak, not once per try
     assert "next try in 1 s" in errors[0] and "broken on disk" in errors[0], errors[0]
     assert not any("a request that crashes" in line for line in cluster.lines[mark:])
+    text = cli(cluster, "status", f"preload-{os.getpid()}-{tmp_path.name}")
+    assert re.search(r"preload  on, no helper \(\d+ failed tries, next in \d+s\)", text), text
 
     write_app(tmp_path, "fixed")  # the code on disk imports again: the next try ends the streak
     cluster.wait_for(r"the app is preloaded again after \d+ failed tries", start=mark, timeout=60)
