@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +104,12 @@ def module_name(path: Path) -> str:
 MODULES: dict[str, Path] = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """The module's AST, parsed once per test session (several tests walk every module)."""
+    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+
+
 def own_targets(path: Path) -> set[str]:
     """The package's modules that ``path`` imports explicitly.
 
@@ -110,7 +117,7 @@ def own_targets(path: Path) -> set[str]:
     attribute of ``P``'s ``__init__``). Implicit imports of parent packages are not edges: every
     Python import runs them, so they cannot be avoided and do not express a dependency.
     """
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tree = parsed(path)
     this = module_name(path)
     package = this.split(".") if path.name == "__init__.py" else this.split(".")[:-1]
     targets: set[str] = set()
@@ -130,8 +137,14 @@ def own_targets(path: Path) -> set[str]:
     return targets
 
 
+@functools.cache
+def _import_graph() -> tuple[tuple[str, frozenset[str]], ...]:
+    return tuple((name, frozenset(own_targets(path))) for name, path in MODULES.items())
+
+
 def import_graph() -> dict[str, set[str]]:
-    return {name: own_targets(path) for name, path in MODULES.items()}
+    """module -> the package's modules it imports (a fresh copy of the cached graph)."""
+    return {name: set(targets) for name, targets in _import_graph()}
 
 
 def strongly_connected_components(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -190,7 +203,7 @@ def test_graph_sees_lazy_and_type_checking_imports() -> None:
     lazy = [
         (name, node)
         for name, path in MODULES.items()
-        for func in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        for func in ast.walk(parsed(path))
         if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef))
         for node in ast.walk(func)
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("asynccluster")
@@ -250,7 +263,7 @@ def dynamic_own_imports(path: Path) -> list[str]:
     import by name is the user's app (``asynccluster/importer.py``).
     """
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(parsed(path)):
         if not isinstance(node, ast.Call):
             continue
         func = node.func
