@@ -26,7 +26,16 @@ if EAGER_TASKS:
         """A Task for ``coro`` in ``context``, its first step run now (eager start, 3.12+)."""
         return asyncio.Task(coro, loop=loop, context=context, eager_start=True)  # type: ignore[call-arg,unused-ignore]
 
-else:  # pragma: no cover - Python 3.10 / 3.11
+elif sys.version_info >= (3, 11):  # pragma: no cover - Python 3.11
+
+    def start_task(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], context: contextvars.Context
+    ) -> asyncio.Task[T]:
+        """A Task for ``coro`` in ``context``; before 3.12 its first step runs on the next loop
+        pass. (create_task_in's body, not a call to it: one Python frame less per request.)"""
+        return loop.create_task(coro, context=context)
+
+else:  # pragma: no cover - Python 3.10
 
     def start_task(
         loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], context: contextvars.Context

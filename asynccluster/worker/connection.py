@@ -34,7 +34,6 @@ from asynccluster.worker.connstate import (
     HEAD,
     IDLE,
     LINGER,
-    NEXT,
     ON_BODY_EXPIRED,
     ON_CLOSE,
     ON_DRAIN,
@@ -43,6 +42,7 @@ from asynccluster.worker.connstate import (
     ON_KEEP_ALIVE_DRAINING,
     ON_LOST,
     TIMED,
+    TRANSITIONS,
     Event,
     IllegalTransition,
 )
@@ -145,8 +145,10 @@ class Http1Connection(WriteFlowProtocol):
 
     def to(self, event: Event) -> None:
         """Apply ``event`` (connstate.TRANSITIONS); :class:`IllegalTransition` if not allowed."""
+        # The state's row of the table, then the event: two dict lookups by hash, cheaper
+        # than computing a combined int key from two IntEnum members (PyNumber calls).
         try:
-            self.conn_state = NEXT[self.conn_state << 4 | event]
+            self.conn_state = TRANSITIONS[self.conn_state][event]
         except KeyError:
             raise IllegalTransition(self.conn_state, event) from None
 

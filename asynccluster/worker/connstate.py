@@ -27,8 +27,8 @@ Connection: close, or drain/an error ended keep-alive: later requests are not an
 
 The full table, with the rarer pairs, is :data:`TRANSITIONS`.
 
-States are small ints (an IntEnum) and the compiled table is keyed by ``state << 4 | event``:
-a transition is one dict lookup, with no allocation.
+A transition is ``TRANSITIONS[state][event]``: two dict lookups (an IntEnum hashes as its
+int), no allocation, and the table applied is the table written.
 """
 
 from __future__ import annotations
@@ -123,11 +123,6 @@ for _state in S:
     TRANSITIONS[_state][E.LOST] = S.CLOSED
 del _state
 
-# The table compiled for the hot path: (state << 4 | event) -> next state.
-NEXT: dict[int, ConnState] = {
-    state << 4 | event: target for state, row in TRANSITIONS.items() for event, target in row.items()
-}
-
 # States whose deadline the server's sweep acts on.
 TIMED = frozenset((S.FRESH, S.IDLE, S.HEAD, S.BODY, S.DRAIN_IDLE, S.LINGER))
 
@@ -144,7 +139,7 @@ class IllegalTransition(RuntimeError):
 def next_state(state: ConnState, event: Event) -> ConnState:
     """The state after ``event`` in ``state``; :class:`IllegalTransition` if the table has none."""
     try:
-        return NEXT[state << 4 | event]
+        return TRANSITIONS[state][event]
     except KeyError:
         raise IllegalTransition(state, event) from None
 

@@ -10,7 +10,6 @@ import pytest
 from asynccluster.config import Config
 from asynccluster.observe.stats import WorkerStats
 from asynccluster.worker.connstate import (
-    NEXT,
     TIMED,
     TRANSITIONS,
     ConnState,
@@ -35,9 +34,8 @@ def connection_in(state: ConnState) -> HttpProtocol:
     return protocol
 
 
-def test_every_state_has_a_row_and_every_pair_is_compiled() -> None:
+def test_every_state_has_a_row() -> None:
     assert set(TRANSITIONS) == set(ConnState)
-    assert len(NEXT) == len(LEGAL)
 
 
 @pytest.mark.parametrize(("state", "event", "target"), LEGAL, ids=lambda v: getattr(v, "name", v))
