@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import io
 import logging
@@ -40,6 +41,7 @@ import pickle
 import select
 import signal
 import socket
+import sys
 import time
 from typing import Any
 
@@ -50,13 +52,19 @@ from asynccluster.master.process import describe_exit
 
 logger = logging.getLogger("asynccluster.master")
 
-FORK_TIMEOUT = 10.0  # seconds the helper gets to answer a fork request (it answers in ~1 ms)
+# Seconds the helper gets to answer a fork request (it answers in ~1 ms; a fork of a
+# 1 GB app copies its page tables: ~20 ms). The master's loop is blocked meanwhile, so short:
+# a helper that does not answer in time is hung (SIGSTOP, a deadlock) and is replaced.
+FORK_TIMEOUT = 2.0
 REAP_RECHECK = 0.02  # seconds: the helper closed its socket a hair before waitpid can see it
 MAX_MESSAGE = 1 << 16  # bytes of one message from the helper (small tuples)
 EXIT_UNKNOWN = 255  # a worker whose helper died: its exit status is lost (as for multiprocessing)
 RETRY_FIRST = 1.0  # seconds before the first re-preload after a failed one
 RETRY_CAP = 60.0  # seconds: the longest wait between re-preloads while the code on disk is broken
 STILL_FAILING_EVERY = 60.0  # seconds between "still failing" lines of one failure streak
+REPORT_GRACE = 1.0  # seconds a dead worker's exit code waits for the helper's report
+HELPER_EXIT_TIMEOUT = 2.0  # seconds retired helpers get to exit at stop before SIGKILL
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def retry_delay(failures: int) -> float:
@@ -73,24 +81,95 @@ class ForkedProcess:
     """A worker forked by a helper, shaped as SpawnedProcess uses a multiprocessing Process:
     ``pid``, ``sentinel`` (readable once it exited), ``exitcode`` (None until then), ``close()``.
 
-    The helper, its parent, reaps it and reports the exit code; a pipe of ours turns that
-    report into a readable sentinel for the loop's ``add_reader``.
+    It is the helper's child, not ours, so its exit is seen through a pidfd (Linux >= 5.3,
+    Python >= 3.9), not only through the helper's report (attack finding, issue 16): a hung
+    (SIGSTOPped) helper reports nothing, and a worker killed meanwhile would stay "ready"
+    forever and hold up the stop. Why a pidfd and not the worker's channel EOF: the EOF comes
+    a hair before the exit (and a worker may close its end early), and the supervisor already
+    tells EOF and exit apart. The exit code: the helper's report when it comes within
+    REPORT_GRACE of the exit; ours by waitpid when the worker is our child by then (the helper
+    died: the master is the subreaper); else EXIT_UNKNOWN. Without pidfds (another OS) the
+    sentinel is a pipe of ours that the helper's report closes, as before.
     """
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.sentinel, self._write = os.pipe()
-        self.exitcode: int | None = None
+        self._code: int | None = None
+        self._exit_seen: float | None = None  # monotonic seconds: the pidfd said it exited
+        self._pidfd = open_pidfd(pid)
+        self._write = -1
+        if self._pidfd >= 0:
+            self.sentinel = self._pidfd
+        else:
+            self.sentinel, self._write = os.pipe()
+
+    @property
+    def watched(self) -> bool:
+        """True when its exit is seen without the helper (a pidfd)."""
+        return self._pidfd >= 0
+
+    @property
+    def exitcode(self) -> int | None:
+        if self._code is not None or self._pidfd < 0 or not _readable(self._pidfd):
+            return self._code
+        with contextlib.suppress(ChildProcessError):  # not ours: the helper's report tells
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:  # re-parented to us (its helper died) and reaped
+                self._code = os.waitstatus_to_exitcode(status)
+                return self._code
+        now = time.monotonic()
+        if self._exit_seen is None:
+            self._exit_seen = now
+        elif now - self._exit_seen >= REPORT_GRACE:  # the helper does not answer (hung)
+            self._code = EXIT_UNKNOWN
+        return self._code
 
     def exited(self, code: int) -> None:
-        if self.exitcode is None:
-            self.exitcode = code
-            os.close(self._write)  # EOF: the sentinel is readable
+        """The helper's report (or, without a pidfd, its death: EXIT_UNKNOWN)."""
+        if self._code is None:
+            self._code = code
+            if self._write >= 0:
+                os.close(self._write)  # EOF: the sentinel is readable
+                self._write = -1
 
     def close(self) -> None:
         for fd in (self.sentinel, self._write):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.sentinel = self._write = self._pidfd = -1
+
+
+def open_pidfd(pid: int) -> int:
+    """A pidfd for ``pid``, or -1 (not Linux >= 5.3, or already reaped by the helper: its
+    report is then on its way). The helper reaps only after reporting the fork, and reports
+    each exit, so the pid cannot have been reused before we read the "forked" message."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return -1
+    try:
+        return int(pidfd_open(pid))
+    except OSError:
+        return -1
+
+
+def _readable(fd: int) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def set_child_subreaper() -> bool:
+    """PR_SET_CHILD_SUBREAPER (Linux >= 3.4): a worker whose helper died is re-parented to the
+    master, not to init, so it keeps serving (it watches the master, not its parent) and the
+    master reaps it. False where unavailable (the worker then sees its parent change)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 class SocketPickler(pickle.Pickler):
@@ -168,8 +247,9 @@ class ForkHelper:
             raise PreloadError("the preload helper is not running")
         self._token += 1
         token = self._token
-        # Its parent is the helper: the pid whose death it watches (contracts/spawn.py).
-        payload, fds = pickle_with_fds(dataclasses.replace(args, master_pid=self.pid))
+        # master_pid stays ours: the worker watches the master, not its parent the helper,
+        # whose death costs only new forks (worker/forkhelper.py, attack finding issue 16).
+        payload, fds = pickle_with_fds(args)
         data = pickle.dumps(("fork", token, payload), protocol=pickle.HIGHEST_PROTOCOL)
         try:
             socket.send_fds(self._control, [data], fds)
@@ -184,13 +264,36 @@ class ForkHelper:
         deadline = time.monotonic() + FORK_TIMEOUT
         while token not in self._replies:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.alive or self._control is None:
-                raise PreloadError("the preload helper did not answer the fork request")
+            if not self.alive or self._control is None:
+                raise PreloadError("the preload helper exited before answering the fork request")
+            if remaining <= 0:
+                logger.error("the preload helper (pid %d) did not answer a fork request in %g s: killed (its "
+                             "workers keep serving)", self.pid, FORK_TIMEOUT)  # fmt: skip
+                self.kill()  # hung: its EOF and reap follow (Preloader._on_gone)
+                self.alive = False  # forks go to a new helper (Preloader.available) from now on
+                raise PreloadError(f"the preload helper did not answer the fork request in {FORK_TIMEOUT:g} s")
             poller = select.poll()  # not select(): the master may hold descriptors above 1023
             poller.register(self._control.fileno(), select.POLLIN)
             poller.poll(remaining * 1000)
             self._on_readable()
         return self._replies.pop(token)
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds (blocking) for the process to exit and reap it, so
+        multiprocessing's atexit join has nothing left to wait for; True once it is gone."""
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with contextlib.suppress(ValueError):  # ValueError: already closed by _reap
+            while self._process is not None and self._process.exitcode is None:  # waitpid(WNOHANG)
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(REAP_RECHECK)  # not join(): its sentinel waits for our workers too (_reap)
+        return True
+
+    def force_kill(self) -> None:
+        """SIGKILL whatever state it is in (a stopped process dies too), by pid, while unreaped."""
+        with contextlib.suppress(ValueError, ProcessLookupError):
+            if self._process is not None and self._process.exitcode is None:
+                os.kill(self.pid, signal.SIGKILL)
 
     def kill(self) -> None:
         """SIGKILL (an import that hangs): its exit is reaped like any other."""
@@ -246,15 +349,19 @@ class ForkHelper:
         self._control = None
         self.alive = False
         for process in self.processes.values():
-            process.exited(EXIT_UNKNOWN)
+            if not process.watched:  # a pidfd sees its real exit (it is ours now: subreaper)
+                process.exited(EXIT_UNKNOWN)
         self.processes.clear()
-        self.loop.add_reader(self._process.sentinel, self._reap)
+        self._reap()
 
     def _reap(self) -> None:
+        """Polled, not multiprocessing's sentinel: the helper's forked workers inherited that
+        pipe's write end, so it reads EOF only when the last of them exited too, and a killed
+        helper with live workers would stay "alive" until then. The EOF of our socket means
+        it is exiting now (it closes the socket last), so the poll is short."""
         exitcode = self._process.exitcode  # waitpid(WNOHANG)
-        self.loop.remove_reader(self._process.sentinel)
         if exitcode is None:
-            self.loop.call_later(REAP_RECHECK, self._reap_later)
+            self.loop.call_later(REAP_RECHECK, self._reap)
             return
         self._process.close()
         if not self.ready.done():
@@ -263,9 +370,6 @@ class ForkHelper:
             )
         if self.on_gone is not None:
             self.on_gone(self, exitcode)
-
-    def _reap_later(self) -> None:
-        self.loop.add_reader(self._process.sentinel, self._reap)
 
 
 class Preloader:
@@ -287,6 +391,7 @@ class Preloader:
     async def start(self) -> int:
         """The first helper (startup): OK (0) once it imported the app; else the error is
         logged once for the cluster, as a worker's failed import is, and APP_IMPORT returned."""
+        set_child_subreaper()  # a helper's orphaned workers become ours (ForkedProcess)
         helper = await self._new_helper()
         if helper is not None:
             self.current = helper
@@ -353,13 +458,24 @@ class Preloader:
         return {helper.pid for helper in self.helpers if helper.pid}
 
     def close(self) -> None:
-        """The cluster stopped: every helper retires (they have no workers left, so they exit)."""
+        """The cluster stopped: every helper retires (they have no workers left, so they exit).
+
+        Then waits (blocking, the loop is done) up to HELPER_EXIT_TIMEOUT seconds for them
+        and SIGKILLs the rest: a hung (SIGSTOPped) helper or one stuck in its import (a stop
+        during a reload) must not hold the master in multiprocessing's atexit join for ever
+        (attack finding, issue 16)."""
         self.closed = True
         for helper in list(self.helpers):
             helper.retire()
         if self._restarting is not None:
             self._restarting.cancel()
         self.streak.cancel()
+        deadline = time.monotonic() + HELPER_EXIT_TIMEOUT
+        for helper in list(self.helpers):
+            if not helper.join(deadline - time.monotonic()):
+                logger.warning("the preload helper (pid %d) did not exit; killed", helper.pid)
+                helper.force_kill()
+                helper.join(HELPER_EXIT_TIMEOUT)
 
     # -- helpers
 

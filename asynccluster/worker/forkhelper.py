@@ -5,9 +5,9 @@ never a fork of the master's running loop) and talks to it over one ``SOCK_SEQPA
 socketpair (master/preload.py is the other end). In order:
 
 1. signals: INT, HUP, TERM, TTIN, TTOU, USR1 are ignored (a group-wide SIGTERM from
-   systemd must reach the workers, which drain, not kill their parent, which would make them
-   think the master died); the helper dies with the master (``PR_SET_PDEATHSIG`` SIGKILL),
-   and its workers then get their own parent-death SIGTERM;
+   systemd must reach the workers, which drain, not kill their parent); the helper dies with
+   the master (``PR_SET_PDEATHSIG`` SIGKILL); its workers see the master's death by their
+   channel's EOF, not by their parent's (the helper's death is not the master's);
 2. the app module (``module`` of ``module:attribute``, with --app-dir on sys.path) and the
    worker's own modules are imported; ``("ready", seconds)`` or ``("failed", message)`` goes
    to the master, the message in the importer's words (issue 3);
@@ -21,7 +21,9 @@ socketpair (master/preload.py is the other end). In order:
 
 The forked child unpickles its ``WorkerArgs`` itself (the helper's memory stays as imported)
 with each socket rebuilt on its descriptor, and runs the same ``worker_entry`` as a spawned
-worker; its ``master_pid`` is this helper's pid (its parent, whose death it watches).
+worker, ``forked=True``: its ``master_pid`` is the master's, whose death it watches (channel
+EOF), not this helper's; the helper's death costs only new forks, its workers are re-parented
+to the master (a child subreaper, master/preload.py) and keep serving.
 """
 
 from __future__ import annotations
@@ -53,16 +55,21 @@ Message = tuple[Any, ...]
 
 
 def helper_entry(control: socket.socket, config: Any, master_pid: int) -> None:
-    """The multiprocessing target (``config`` is the cluster's Config): returns when retired."""
+    """The multiprocessing target (``config`` is the cluster's Config): leaves when retired.
+
+    Always through os._exit after flushing: a non-daemon thread the app started at import
+    would otherwise keep the helper alive after its loop ended, and the master in
+    multiprocessing's atexit join of it (attack finding, issue 16)."""
     set_up_helper(master_pid)
     started = time.monotonic()
     error = preload(config)
     if error:
         send(control, ("failed", error))
-        return
+        _flush_and_exit(0)
     gc.freeze()
     send(control, ("ready", round(time.monotonic() - started, 4)))
     ForkLoop(control).run()
+    _flush_and_exit(0)
 
 
 def set_up_helper(master_pid: int) -> None:
@@ -200,7 +207,7 @@ class ForkLoop:
             os.close(self.wake_r)
             os.close(self.wake_w)
             args = SocketUnpickler(io.BytesIO(payload), fds).load()
-            worker_entry(args)  # exits through SystemExit
+            worker_entry(args, forked=True)  # exits through SystemExit
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         except BaseException:

@@ -75,8 +75,11 @@ ORPHAN_EXIT_MARGIN = 0.5  # then lifespan shutdown; past that, exit hard (issue 
 PR_SET_PDEATHSIG = 1
 
 
-def worker_entry(args: WorkerArgs[Config]) -> None:
-    """The multiprocessing target: never returns; exits with the worker's exit code."""
+def worker_entry(args: WorkerArgs[Config], forked: bool = False) -> None:
+    """The multiprocessing target: never returns; exits with the worker's exit code.
+    ``forked``: forked by the --preload helper (worker/forkhelper.py), our parent is not the master."""
+    global _forked_from
+    _forked_from = os.getppid() if forked else 0
     set_up_process(args)
     code = run_worker(args)
     if sys.stdout is not None:  # None when the master was started with stdout closed (issue 9)
@@ -99,7 +102,10 @@ def set_up_process(args: WorkerArgs[Config]) -> None:
     stacks_fd = args.stacks_sock.fileno()
     faulthandler.enable(file=stacks_fd, all_threads=True)
     faulthandler.register(signal.SIGUSR2, file=stacks_fd, all_threads=True, chain=False)
-    set_parent_death_signal(args.master_pid)
+    if not _forked_from:  # a helper's death is not the master's: forked workers watch the channel
+        set_parent_death_signal(args.master_pid)
+    elif master_gone(args.master_pid):
+        raise SystemExit(exitcodes.OK)
     os.environ[WORKER_ID_ENV] = str(args.slot)
     os.environ[WORKER_INCARNATION_ENV] = str(args.incarnation)
     from asynccluster.logs import setup_logging
@@ -136,6 +142,16 @@ def _fd_of(stream: Any) -> int:
 
 def _exit_now(signum: int, frame: Any) -> None:
     raise SystemExit(exitcodes.OK)
+
+
+_forked_from = 0  # the --preload helper that forked us (our first parent), 0 when spawned
+
+
+def master_gone(master_pid: int) -> bool:
+    """Our parent is neither the master nor the helper that forked us: the master died (the
+    helper dies with it). A helper's own death re-parents us to the master (its child
+    subreaper, master/preload.py), so that is not taken for the master's (issue 16)."""
+    return os.getppid() not in (master_pid, _forked_from or master_pid)
 
 
 def set_parent_death_signal(master_pid: int) -> None:
@@ -357,7 +373,7 @@ class WorkerRuntime:
 
     def on_sigterm(self, signum: int, frame: Any) -> None:
         """SIGTERM: from an operator, or the parent-death signal when the master died."""
-        if os.getppid() != self.args.master_pid:
+        if master_gone(self.args.master_pid):
             timeout, reason = min(ORPHAN_DRAIN_TIMEOUT, self.config.graceful_timeout), "the master is gone"
             deadline = timeout + ORPHAN_EXIT_MARGIN
         else:

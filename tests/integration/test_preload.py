@@ -8,6 +8,7 @@ Respawn and reload times are the benchmark's (benchmarks/preload_bench.py), not 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -47,8 +48,9 @@ async def app(scope, receive, send):
 """
 
 
-def write_app(directory: Path, version: str) -> None:
-    (directory / "preloaded_app.py").write_text(APP.format(version=version))
+def write_app(directory: Path, version: str, extra: str = "") -> None:
+    """The app module; ``extra``: code appended to its body (run at import)."""
+    (directory / "preloaded_app.py").write_text(APP.format(version=version) + extra)
 
 
 def marks(path: Path) -> list[int]:
@@ -60,13 +62,14 @@ def parent_of(pid: int) -> int:
 
 
 def start(
-    cluster_factory: Any, tmp_path: Path, workers: int = 2, *, preload: bool = True
-) -> tuple[ClusterProcess, Path]:
-    write_app(tmp_path, "one")
+    cluster_factory: Any, tmp_path: Path, workers: int = 2, *, preload: bool = True, extra: str = "",
+    args: tuple[str, ...] = (),
+) -> tuple[ClusterProcess, Path]:  # fmt: skip
+    write_app(tmp_path, "one", extra)
     mark_file = tmp_path / "imports.txt"
     cluster = cluster_factory(
         "preloaded_app:app", *(["--preload"] if preload else []), "--workers", str(workers), "--app-dir", str(tmp_path),
-        "--no-access-log", "--name", f"preload-{os.getpid()}-{tmp_path.name}",
+        "--no-access-log", "--name", f"preload-{os.getpid()}-{tmp_path.name}", *args,
         env={"PRELOAD_MARKS": str(mark_file), "PYTHONDONTWRITEBYTECODE": "1"},
     )  # fmt: skip
     return cluster, mark_file
@@ -159,21 +162,90 @@ def test_a_broken_app_stops_the_start_with_the_importers_message(cluster_factory
     assert cluster.count(r"worker \d+ \(pid") == 0  # no worker was started
 
 
-def test_a_killed_helper_is_replaced_and_the_slots_are_refilled(cluster_factory: Any, tmp_path: Path) -> None:
+def test_a_killed_helper_is_replaced_and_its_workers_keep_serving(cluster_factory: Any, tmp_path: Path) -> None:
+    """Attack finding (issue 16): kill -9 of the helper took every worker down at once (they
+    took their parent's death for the master's: 1 s drain, in-flight requests cut). Now the
+    master is their subreaper: they are re-parented to it and keep serving."""
     cluster, mark_file = start(cluster_factory, tmp_path)
     workers = cluster.wait_ready()
     [helper] = marks(mark_file)
     mark = cluster.mark()
-    os.kill(helper, signal.SIGKILL)  # its workers get their parent-death signal and leave
+    os.kill(helper, signal.SIGKILL)
     cluster.wait_for(r"workers are forked from the new preload helper", start=mark, timeout=60)
-    for slot in workers:
-        cluster.wait_for(rf"worker {slot} \(pid \d+, incarnation [2-9]\) ready", start=mark, timeout=60)
     helpers = marks(mark_file)
-    # The new helper imported the app again (and so did any worker spawned while it started).
-    assert len(helpers) >= 2 and helpers[0] == helper
-    wait_until(lambda: all(process_gone(pid) for pid in workers.values()), "the old workers to leave")
+    assert len(helpers) == 2 and helpers[0] == helper  # the new helper imported the app again
+    assert all(not process_gone(pid) and parent_of(pid) == cluster.pid for pid in workers.values())
+    assert cluster.ready_workers() == workers  # none replaced
+    assert not any("the master is gone" in line or "draining" in line for line in cluster.lines[mark:])
     serves(cluster, "one")
+    # A respawn is forked from the new helper; the old workers' exits are still seen (pidfd, waitpid).
+    os.kill(workers[0], signal.SIGKILL)
+    cluster.wait_for(rf"worker 0 \(pid {workers[0]}, incarnation 1\) exited with signal SIGKILL", start=mark)
+    match = cluster.wait_for(r"worker 0 \(pid (\d+), incarnation 2\) ready", start=mark)
+    assert parent_of(int(match.group(1))) == helpers[1]
     assert cluster.stop() == 0
+    assert process_gone(workers[1])
+
+
+def test_a_hung_helper_does_not_blind_the_master(cluster_factory: Any, tmp_path: Path) -> None:
+    """Attack finding (issue 16): with the helper SIGSTOPped, a worker killed meanwhile stayed
+    "ready" for ever (only the helper reported exits) and the stop never finished. Its exit
+    is seen through a pidfd; the hung helper is killed at its first unanswered fork and
+    replaced; the stop ends within its deadline."""
+    cluster, mark_file = start(cluster_factory, tmp_path, args=("--graceful-timeout", "5"))
+    workers = cluster.wait_ready()
+    [helper] = marks(mark_file)
+    mark = cluster.mark()
+    os.kill(helper, signal.SIGSTOP)
+    try:
+        os.kill(workers[0], signal.SIGKILL)
+        cluster.wait_for(rf"worker 0 \(pid {workers[0]}, incarnation 1\) exited", start=mark)
+        cluster.wait_for(rf"the preload helper \(pid {helper}\) did not answer a fork request", start=mark)
+        cluster.wait_for(r"worker 0 \(pid \d+, incarnation \d+\) ready", start=mark, timeout=60)
+        assert not process_gone(workers[1]) and parent_of(workers[1]) == cluster.pid  # kept serving
+        assert cluster.stop(timeout=30) == 0
+        assert process_gone(helper)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(helper, signal.SIGCONT)
+
+
+THREAD = """
+import threading
+
+threading.Thread(target=threading.Event().wait, name="app-thread", daemon=False).start()  # never ends
+"""
+
+
+def test_a_non_daemon_thread_started_at_import_holds_neither_a_reload_nor_the_stop(
+    cluster_factory: Any, tmp_path: Path
+) -> None:
+    """Attack finding (issue 16): the helper (a non-daemon multiprocessing Process) never
+    exited when the app started a non-daemon thread at import: each reload left its retired
+    helper behind and the master hung in multiprocessing's atexit join after "stopped"."""
+    cluster, mark_file = start(cluster_factory, tmp_path, workers=1, extra=THREAD)
+    cluster.wait_ready()
+    [old_helper] = marks(mark_file)
+    mark = cluster.mark()
+    cluster.signal(signal.SIGHUP)
+    cluster.wait_for(r"reloaded 1/1 workers", start=mark)
+    wait_until(lambda: process_gone(old_helper), "the retired helper to exit after its worker")
+    [_, new_helper] = marks(mark_file)
+    assert cluster.stop(timeout=30) == 0
+    assert process_gone(new_helper)
+
+
+def test_a_stop_during_a_reload_whose_import_hangs_ends(cluster_factory: Any, tmp_path: Path) -> None:
+    """Attack finding (issue 16): the staging helper stuck in the import held the master
+    after "stopped"; it is killed once the stop's wait for the helpers is over."""
+    cluster, mark_file = start(cluster_factory, tmp_path, workers=1)
+    workers = cluster.wait_ready()
+    write_app(tmp_path, "hangs", "\nimport threading\nthreading.Event().wait()  # an import that never ends\n")
+    cluster.signal(signal.SIGHUP)
+    [_, staging] = wait_until(lambda: marks(mark_file), "the new helper to start importing",
+                              done=lambda pids: len(pids) == 2)  # fmt: skip
+    assert cluster.stop(timeout=30) == 0
+    assert all(process_gone(pid) for pid in [staging, *workers.values()])
 
 
 def test_the_helper_and_its_workers_leave_with_a_killed_master(cluster_factory: Any, tmp_path: Path) -> None:
@@ -230,6 +302,11 @@ def test_a_helper_lost_while_the_code_on_disk_is_broken_is_retried_with_backoff(
     write_app(tmp_path, "fixed")  # the code on disk imports again: the next try ends the streak
     cluster.wait_for(r"the app is preloaded again after \d+ failed tries", start=mark, timeout=60)
     cluster.wait_for(r"workers are forked from the new preload helper", start=mark, timeout=60)
+    # The worker kept serving the code it had throughout; its successor is forked from the new helper.
+    [worker] = cluster.ready_workers().values()
+    assert serves(cluster, "one")["pid"] == worker
+    os.kill(worker, signal.SIGKILL)
+    cluster.wait_for(r"worker 0 \(pid \d+, incarnation 2\) ready", start=mark)
     serves(cluster, "fixed")
     assert cluster.stop() == 0
 
