@@ -387,11 +387,12 @@ class Preloader:
         self._restarting: asyncio.Task[str] | None = None
         self.closed = False
         self.streak = FailureStreak()  # failed re-preloads in a row (the code on disk is broken)
+        # Now, before the cluster starts its reaper (master/reaper.py): a subreaper reaps orphans.
+        set_child_subreaper()  # a helper's orphaned workers become ours (ForkedProcess)
 
     async def start(self) -> int:
         """The first helper (startup): OK (0) once it imported the app; else the error is
         logged once for the cluster, as a worker's failed import is, and APP_IMPORT returned."""
-        set_child_subreaper()  # a helper's orphaned workers become ours (ForkedProcess)
         helper = await self._new_helper()
         if helper is not None:
             self.current = helper

@@ -30,6 +30,7 @@ from pathlib import Path
 logger = logging.getLogger("asynccluster.master")
 
 SWEEP_INTERVAL = 5.0  # seconds between backstop sweeps
+PR_GET_CHILD_SUBREAPER = 37
 PROC = Path("/proc")
 
 KnownPids = Callable[[], set[int]]
@@ -38,6 +39,22 @@ KnownPids = Callable[[], set[int]]
 def is_init() -> bool:
     """True when this process is PID 1 of its PID namespace (a container's init)."""
     return os.getpid() == 1
+
+
+def is_subreaper() -> bool:
+    """True when this process is a child subreaper (Linux PR_GET_CHILD_SUBREAPER): --preload
+    makes the master one (master/preload.py), so orphans below it are re-parented to it,
+    as to an init, and are ours to wait for."""
+    if not PROC.is_dir():
+        return False
+    try:
+        import ctypes
+
+        flag = ctypes.c_int(0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0 and flag.value != 0
+    except (OSError, AttributeError):
+        return False
 
 
 def zombie_children(parent: int, proc: Path = PROC) -> Iterator[int]:
@@ -98,7 +115,8 @@ class Reaper:
         except (RuntimeError, ValueError, NotImplementedError) as exc:  # e.g. not the main thread
             logger.debug("PID 1: no SIGCHLD handler (%s); sweeping every %g s", exc, self.interval)
         self._schedule()
-        logger.info("running as PID 1: reaping orphaned processes (no init needed)")
+        if is_init():
+            logger.info("running as PID 1: reaping orphaned processes (no init needed)")
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -143,9 +161,9 @@ def describe_status(status: int) -> str:
 
 
 def start_reaper(loop: asyncio.AbstractEventLoop, known: KnownPids) -> Reaper | None:
-    """A running Reaper if this process is PID 1 (Linux), else None: elsewhere the real
-    init (or the shell, systemd, Kubernetes' pause container) waits for orphans."""
-    if not is_init() or not PROC.is_dir():
+    """A running Reaper if this process is PID 1 or a child subreaper (Linux), else None:
+    elsewhere the real init (or the shell, systemd, Kubernetes' pause container) waits for orphans."""
+    if not (is_init() or is_subreaper()) or not PROC.is_dir():
         return None
     reaper = Reaper(loop, known)
     reaper.start()
