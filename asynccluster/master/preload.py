@@ -509,8 +509,9 @@ class Preloader:
         self.helpers.discard(helper)
         if helper.retired or self.closed or helper.ready.result():  # failed imports are reported by start/stage
             return
-        logger.error("the preload helper (pid %d) exited with %s; workers are spawned (each imports the app from "
-                     "disk) until a new helper has imported it", helper.pid, describe_exit(exitcode))  # fmt: skip
+        logger.error("the preload helper (pid %d) exited with %s; its workers keep serving, new ones are spawned "
+                     "(each imports the app from disk) until a new helper has imported it",
+                     helper.pid, describe_exit(exitcode))  # fmt: skip
         if helper is self.staged:
             self.staged = None
         if helper is self.current:
