@@ -38,6 +38,7 @@ from asynccluster.worker.connstate import (
     DRAIN_IDLE,
     FRESH,
     IDLE,
+    LINGER,
     ON_BODY_DONE,
     ON_BODY_OWED,
     ON_HEAD_STARTS,
@@ -54,6 +55,8 @@ from asynccluster.worker.scope import connection_template, peer_address, request
 
 # States in which the first bytes of a request head may arrive (with nothing queued or read).
 _HEAD_MAY_START = frozenset((FRESH, IDLE, DRAIN_IDLE))
+# States in which a batch's end closes (or half-closes) the connection once the output is out.
+_CLOSE_NOW = frozenset((CLOSING, LINGER))
 
 
 class HttpProtocol(Http1Connection):
@@ -141,8 +144,14 @@ class HttpProtocol(Http1Connection):
             self._send_request_error()
         if self.ws_pending is not None and not pipeline:
             self._start_websocket()
-        # End of the batch: everything the responses of this read wrote leaves in one write.
-        self._end_batch()
+        # End of the batch: everything the responses of this read wrote leaves in one write
+        # (_end_batch's body, inline: once per read).
+        out = self.out
+        self.out = None
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self.conn_state in _CLOSE_NOW:
+            self._close_now()
 
     def on_request(self, head: RequestHead) -> None:
         """A request head arrived: queue a cycle for it."""
