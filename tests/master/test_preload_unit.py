@@ -7,12 +7,19 @@ the same file description (the slot's listening socket, not a copy).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
 import select
+import signal
 import socket
+import subprocess
+import sys
 
+import pytest
+
+from asynccluster.master import preload
 from asynccluster.master.preload import ForkedProcess, pickle_with_fds
 from asynccluster.worker.forkhelper import SocketUnpickler
 
@@ -52,14 +59,51 @@ def test_sockets_cross_as_descriptors_and_come_back_as_the_same_sockets() -> Non
                 sock.close()
 
 
-def test_a_forked_process_sentinel_becomes_readable_when_its_exit_is_reported() -> None:
-    process = ForkedProcess(pid=os.getpid())
+def child() -> subprocess.Popen[bytes]:
+    """A process that runs until killed (stands for a forked worker)."""
+    return subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+
+
+def test_a_forked_process_exit_code_is_the_helpers_report_once() -> None:
+    worker = child()
+    process = ForkedProcess(pid=worker.pid)
     try:
         assert select.select([process.sentinel], [], [], 0)[0] == []
         assert process.exitcode is None
         process.exited(-9)
         process.exited(0)  # a second report (the helper died after reporting) changes nothing
-        assert select.select([process.sentinel], [], [], 0)[0] == [process.sentinel]
         assert process.exitcode == -9
+    finally:
+        process.close()
+        worker.kill()
+        worker.wait()
+
+
+def test_a_forked_process_exit_is_seen_without_the_helper() -> None:
+    """Attack finding (issue 16): a hung helper reports nothing. The pidfd turns readable at
+    the exit, and a worker re-parented to us (the helper died) is reaped for its real code."""
+    worker = child()
+    process = ForkedProcess(pid=worker.pid)
+    try:
+        assert process.watched  # Linux >= 5.3 (CI): a pidfd
+        worker.kill()  # no report
+        assert select.select([process.sentinel], [], [], 10)[0] == [process.sentinel]
+        assert process.exitcode == -signal.SIGKILL
+    finally:
+        process.close()
+        with contextlib.suppress(ChildProcessError):
+            worker.wait()
+
+
+def test_without_pidfds_the_sentinel_is_the_helpers_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preload, "open_pidfd", lambda pid: -1)
+    process = ForkedProcess(pid=os.getpid())
+    try:
+        assert not process.watched
+        assert select.select([process.sentinel], [], [], 0)[0] == []
+        assert process.exitcode is None
+        process.exited(3)
+        assert select.select([process.sentinel], [], [], 0)[0] == [process.sentinel]
+        assert process.exitcode == 3
     finally:
         process.close()
