@@ -139,3 +139,9 @@ def test_a_wrong_value_of_a_management_command_is_bad_input(
     code, _, err = run_cli(["status"], capsys)
     assert code == exitcodes.USAGE
     assert err.startswith("asynccluster status: error: ") and "workers" in err
+
+
+def test_main_returns_2_for_a_wrong_value(capsys: pytest.CaptureFixture[str]) -> None:
+    # Callers of main() (tests, embedders) get the status back, as before: no SystemExit.
+    assert main(["run", "m:app", "--workers", "two"]) == exitcodes.USAGE
+    assert capsys.readouterr().err.startswith("asynccluster run: error: workers: ")

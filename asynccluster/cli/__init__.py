@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         # A setting's value (flag, env, file) is wrong: the same answer as an unknown flag,
         # `asynccluster run: error: ...`, exit 2 (issue 10, newcomer trial).
-        parser.command_parser(args).error(str(exc))
+        sys.stderr.write(parser.command_parser(args).error_text(str(exc)))
+        return exitcodes.USAGE
     except BrokenPipeError:
         # The reader went away (`asynccluster status | head`): no traceback. stdout now goes to
         # /dev/null so the interpreter's last flush cannot raise again; 1, as Python's own

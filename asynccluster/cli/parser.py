@@ -61,7 +61,12 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """The message and where to look, without argparse's usage dump: `run` has some eighty
         options, and the advice on a uvicorn flag was the last of fifty lines (newcomer trial)."""
-        self.exit(exitcodes.USAGE, f"{self.prog}: error: {message}\n(all options: {self.prog} --help)\n")
+        self.exit(exitcodes.USAGE, self.error_text(message))
+
+    def error_text(self, message: str) -> str:
+        """What :meth:`error` prints (two lines): also a wrong setting's value, which the entry
+        reports without exiting (issue 10: one style for a wrong flag and a wrong value)."""
+        return f"{self.prog}: error: {message}\n(all options: {self.prog} --help)\n"
 
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         """A value outside ``action``'s choices: argparse's own hook (unchanged since 3.2), here
