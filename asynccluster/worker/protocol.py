@@ -111,9 +111,19 @@ class HttpProtocol(Http1Connection):
             state.all_closed.set()
 
     def eof_received(self) -> bool | None:
-        # The client shut its sending side. From here a half-close and a full close look the
-        # same, and an app waiting in receive() must learn that the client is gone, so we close
-        # (connection_lost then delivers http.disconnect), as uvicorn and gunicorn do.
+        # The client shut its sending side; a half-close and a full close look the same here.
+        # With one request (or none) in hand we close: an app waiting in receive() (the
+        # is_disconnected() loop of an event stream) must learn that the client is gone, and
+        # connection_lost delivers http.disconnect. With pipelined requests queued behind it,
+        # the client sent them and then half-closed: they are answered, in order, and the
+        # connection closes after the last (RFC 9112 §9.6 lets a server close after any
+        # response). We ran the queued apps but answered only the first (found by the attack
+        # on issue 10); uvicorn answers as many as are written before its close flushes.
+        # Over TLS, asyncio closes on EOF whatever we return.
+        pipeline = self.pipeline
+        if len(pipeline) > 1 and self.reading is None and self.conn_state < CLOSING and self.tls is None:
+            pipeline[-1].keep_alive = False  # its response says Connection: close, then we close
+            return True
         return None
 
     # ------------------------------------------------------------ reading

@@ -129,15 +129,18 @@ class Server:
             head = Reply.of(response, body=False)
         return Reply(head.status, head.headers, "\n".join(events).encode())
 
-    def raw(self, request: bytes, *, after_interim: bytes | None = None) -> list[Reply]:
+    def raw(self, request: bytes, *, after_interim: bytes | None = None, half_close: bool = False) -> list[Reply]:
         """Send raw bytes on a fresh connection that the server closes after answering; the responses.
 
         ``after_interim``: sent once a 1xx response has arrived (``Expect: 100-continue``).
+        ``half_close``: shut the sending side right after the request bytes (``SHUT_WR``).
         Responses must be Content-Length framed (these tests' apps are); interim ones included.
         """
         received = b""
         with socket.create_connection(("127.0.0.1", self.port), timeout=REQUEST_TIMEOUT) as connection:
             connection.sendall(request)
+            if half_close:
+                connection.shutdown(socket.SHUT_WR)
             if after_interim is not None:
                 while b"\r\n\r\n" not in received:
                     received += recv_some(connection)

@@ -490,3 +490,31 @@ async def test_body_over_the_limit_gets_413(start_server: StartServer) -> None:
     )
     (response,) = parse_responses(raw, ["POST"])
     assert response.status == 413
+
+
+async def _half_closed_exchange(running: Any, data: bytes) -> bytes:
+    reader, writer = await running.connect()
+    writer.write(data)
+    writer.write_eof()  # SHUT_WR: the client sends nothing more but still reads
+    try:
+        return await read_until_closed(reader, 5.0)
+    finally:
+        writer.close()
+
+
+async def test_pipelined_requests_then_half_close_are_all_answered(start_server: StartServer) -> None:
+    # Found by the attack on issue 10: the queued requests ran but only the first was answered.
+    # Differential with uvicorn: tests/compat/test_compat_plain.py.
+    running = await start_server(echo_scope)
+    posts = b"".join(b"POST /p%d HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello" % n for n in range(3))
+    raw = await _half_closed_exchange(running, b"GET /g HTTP/1.1\r\nHost: t\r\n\r\n" + posts)
+    responses = parse_responses(raw, ["GET", "POST", "POST", "POST"])  # h11 checks the framing
+    assert [json.loads(r.body)["path"] for r in responses] == ["/g", "/p0", "/p1", "/p2"]
+    assert [r.header(b"connection") for r in responses] == [None, None, None, b"close"]
+
+
+async def test_half_close_mid_body_closes_without_an_answer(start_server: StartServer) -> None:
+    # The body can never complete: nothing to answer (the app sees http.disconnect).
+    running = await start_server(echo_scope)
+    raw = await _half_closed_exchange(running, b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhel")
+    assert raw == b""
