@@ -127,7 +127,7 @@ def send(control: socket.socket, message: Message, fds: list[int] | None = None)
 
 
 class SocketUnpickler(pickle.Unpickler):
-    """Rebuilds each socket the master's pickler replaced by ``("fd", index)`` (master/preload.py)."""
+    """Rebuilds each socket the master's pickler replaced by ``("fd", index)`` (master/forked.py)."""
 
     def __init__(self, file: io.BytesIO, fds: list[int]) -> None:
         super().__init__(file)

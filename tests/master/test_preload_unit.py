@@ -1,6 +1,6 @@
 """--preload's pieces without a cluster: sockets through the pickle and SCM_RIGHTS, the sentinel.
 
-master/preload.py pickles a worker's arguments with each socket replaced by an index into
+master/forked.py pickles a worker's arguments with each socket replaced by an index into
 the descriptors sent alongside; worker/forkhelper.py rebuilds them. A rebuilt socket must be
 the same file description (the slot's listening socket, not a copy).
 """
@@ -19,8 +19,8 @@ import sys
 
 import pytest
 
-from asynccluster.master import preload
-from asynccluster.master.preload import ForkedProcess, pickle_with_fds
+from asynccluster.master import forked
+from asynccluster.master.forked import ForkedProcess, pickle_with_fds
 from asynccluster.worker.forkhelper import SocketUnpickler
 
 
@@ -96,7 +96,7 @@ def test_a_forked_process_exit_is_seen_without_the_helper() -> None:
 
 
 def test_without_pidfds_the_sentinel_is_the_helpers_report(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(preload, "open_pidfd", lambda pid: -1)
+    monkeypatch.setattr(forked, "open_pidfd", lambda pid: -1)
     process = ForkedProcess(pid=os.getpid())
     try:
         assert not process.watched
